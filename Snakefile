@@ -1,0 +1,23 @@
+# parrotscope: measure and remove parrot captions from web image-text data.
+# This file is a table of contents: configuration, one include per stage, and the default target.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/ingest.smk"
+include: "rules/spot.smk"
+include: "rules/match.smk"
+include: "rules/tables.smk"
+
+
+rule all:
+    input:
+        default_targets(),
+    default_target: True

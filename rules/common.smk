@@ -1,0 +1,109 @@
+# Shared by every stage: config validation, wildcard constraints, shard/part bookkeeping and the
+# input functions. Stage files hold rules only.
+
+import hashlib
+import math
+import os
+from functools import cache
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from parrotscope.config import check_config
+from parrotscope.shards import expand_shards
+
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+check_config(config)
+
+LIB = Path(workflow.basedir) / "src" / "parrotscope"
+PART_FMT = "p{:05d}"
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_\-]+",
+    part=r"p\d{5}",
+    shard=r"\d{5}",
+
+
+def dataset_config(dataset):
+    return config["datasets"][dataset]
+
+
+def is_generated(dataset):
+    """A dataset made by the workflow's own demo generator rather than read from given shards."""
+    return "generator" in dataset_config(dataset)
+
+
+@cache
+def dataset_shards(dataset):
+    """Ordered shard URLs of a dataset: generated shard paths, or the expanded `shards` spec."""
+    cfg = dataset_config(dataset)
+    if is_generated(dataset):
+        n = cfg["generator"]["n_shards"]
+        return tuple(f"results/{dataset}/shards/{i:05d}.tar" for i in range(n))
+    return tuple(expand_shards(cfg["shards"]))
+
+
+@cache
+def dataset_parts(dataset):
+    """Part name -> its shards: `shards_per_part` consecutive shards each, so the DAG size is a
+    choice (a few thousand parts for LAION-2B), not one job per shard."""
+    shards = dataset_shards(dataset)
+    per = dataset_config(dataset)["shards_per_part"]
+    return {PART_FMT.format(i): shards[i * per:(i + 1) * per] for i in range(math.ceil(len(shards) / per))}
+
+
+def part_names(dataset):
+    return list(dataset_parts(dataset))
+
+
+def part_shards(wildcards):
+    return list(dataset_parts(wildcards.dataset)[wildcards.part])
+
+
+def is_local(url):
+    return not (url.startswith("pipe:") or "://" in url)
+
+
+def part_shard_files(wildcards):
+    """The part's shards that are local files: inputs, so Snakemake knows when they change."""
+    return [s for s in part_shards(wildcards) if is_local(s)]
+
+
+def per_part(pattern):
+    """Input function: `pattern` formatted for every part of the wildcard's dataset."""
+
+    def inputs(wildcards):
+        return [pattern.format(dataset=wildcards.dataset, part=p) for p in part_names(wildcards.dataset)]
+
+    return inputs
+
+
+@cache
+def code_version(*modules):
+    """Hash of the library modules a rule runs. Passed as a param, so editing a stage's code
+    reruns that stage (Snakemake does not track imported modules by itself)."""
+    h = hashlib.sha256()
+    for m in sorted(set(modules) | {"io", "smk"}):
+        h.update((LIB / f"{m}.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def check_local_shards():
+    """Fail before any job runs if a configured local shard is missing."""
+    for name in config["datasets"]:
+        if is_generated(name):
+            continue
+        missing = [s for s in dataset_shards(name) if is_local(s) and not os.path.exists(s)]
+        if missing:
+            raise ValueError(
+                f"config datasets.{name}.shards: {len(missing)} shard(s) not found, "
+                f"e.g. {missing[:3]}. Fix the path or pattern."
+            )
+
+
+check_local_shards()
+
+
+def default_targets():
+    return ["results/table1.csv"]

@@ -1,0 +1,83 @@
+"""Stage ``ingest``: one row per sample of a part, with its status, before anything expensive runs.
+
+The samples table is the ledger every later stage reconciles against: a later stage processes the
+``ok`` rows and carries the others through as skipped, so samples in = processed + skipped holds
+at every stage. Repeated keys cannot be rows of a keyed table; they are counted and listed in the
+part's counts file instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+
+import pandas as pd
+from tqdm import tqdm
+
+from .io import read_json, write_json, write_parquet
+from .shards import OK, iter_checked
+
+log = logging.getLogger(__name__)
+
+SAMPLE_COLUMNS = ["__key__", "shard", "status", "error", "caption", "width", "height", "mode",
+                  "format", "n_bytes", "meta"]
+
+
+def ingest_part(shards: list[str], max_pixels: int) -> tuple[pd.DataFrame, dict]:
+    """Read and check every sample of the part's shards; return (samples table, counts)."""
+    rows, duplicates = [], []
+    reasons: collections.Counter[str] = collections.Counter()
+    n_in = 0
+    for checked, _ in tqdm(iter_checked(shards, max_pixels), desc="ingest", unit="sample",
+                           file=sys.stderr, mininterval=10):
+        n_in += 1
+        if checked.status == "duplicate_key":
+            duplicates.append({"__key__": checked.key, "shard": checked.shard})
+            reasons["duplicate_key"] += 1
+            continue
+        if checked.status != OK:
+            reasons[checked.status] += 1
+        rows.append(checked.as_row())
+    table = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
+    counts = {
+        "shards": list(shards),
+        "samples_in": n_in,
+        "ok": int((table["status"] == OK).sum()),
+        "skipped": int(sum(reasons.values())),
+        "skipped_by_reason": dict(sorted(reasons.items())),
+        "duplicates": duplicates,
+    }
+    assert counts["samples_in"] == counts["ok"] + counts["skipped"], counts
+    return table, counts
+
+
+def run_ingest(shards: list[str], max_pixels: int, out_table: str, out_counts: str) -> None:
+    table, counts = ingest_part(shards, max_pixels)
+    log.info("ingest: %d samples in, %d ok, %d skipped %s", counts["samples_in"], counts["ok"],
+             counts["skipped"], counts["skipped_by_reason"])
+    write_parquet(table, out_table)
+    write_json(counts, out_counts)
+
+
+def merge_part_counts(parts: dict[str, dict]) -> dict:
+    """Combine per-part counts into the dataset's ``parts.json``: per part and in total."""
+    total = collections.Counter()
+    by_reason: collections.Counter[str] = collections.Counter()
+    for c in parts.values():
+        total.update({k: c[k] for k in ("samples_in", "ok", "skipped")})
+        by_reason.update(c["skipped_by_reason"])
+    return {
+        "n_parts": len(parts),
+        "n_shards": sum(len(c["shards"]) for c in parts.values()),
+        "samples_in": total["samples_in"],
+        "ok": total["ok"],
+        "skipped": total["skipped"],
+        "skipped_by_reason": dict(sorted(by_reason.items())),
+        "parts": parts,
+    }
+
+
+def run_parts(counts_paths: dict[str, str], out_path: str) -> None:
+    """Write ``parts.json`` from the parts' counts files (part name -> path)."""
+    write_json(merge_part_counts({p: read_json(path) for p, path in counts_paths.items()}), out_path)

@@ -1,0 +1,259 @@
+"""Reading webdataset shards (img2dataset layout) with every bad input recorded, never dropped.
+
+A shard is a tar of samples ``KEY.jpg|png|webp`` + ``KEY.txt`` (caption) + ``KEY.json`` (metadata).
+:func:`iter_part` yields one :class:`Sample` per tar group, in shard order; :func:`check_sample`
+decides whether it is usable and why not. A shard that cannot be read to its end (truncated,
+not a tar) raises :class:`ShardError` naming the shard and what is wrong: its samples cannot be
+counted, so continuing would lose samples silently.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+from braceexpand import braceexpand
+from PIL import Image, ImageFile
+from webdataset import gopen
+from webdataset.tariterators import base_plus_ext
+
+# Pixel limits are enforced by check_sample with a configured bound and a recorded reason,
+# rather than by PIL's global decompression-bomb error.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+CAPTION_EXT = "txt"
+
+# Skip reasons, recorded in the `status`/`error` columns and counted per part.
+OK = "ok"
+SKIP_REASONS = (
+    "missing_image",
+    "empty_image",
+    "corrupt_image",
+    "image_too_large",
+    "missing_caption",
+    "empty_caption",
+    "caption_not_utf8",
+    "duplicate_key",
+)
+
+
+class ShardError(RuntimeError):
+    """A shard cannot be read; the message names the shard and the problem."""
+
+
+@dataclass
+class Sample:
+    key: str
+    shard: str
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Checked:
+    """The verdict on one sample: ``status`` is ``ok`` or a skip reason from SKIP_REASONS."""
+
+    key: str
+    shard: str
+    status: str
+    error: str
+    caption: str
+    width: int
+    height: int
+    mode: str
+    format: str
+    n_bytes: int
+    meta: str
+
+    def as_row(self) -> dict:
+        return {
+            "__key__": self.key,
+            "shard": self.shard,
+            "status": self.status,
+            "error": self.error,
+            "caption": self.caption,
+            "width": self.width,
+            "height": self.height,
+            "mode": self.mode,
+            "format": self.format,
+            "n_bytes": self.n_bytes,
+            "meta": self.meta,
+        }
+
+
+def expand_shards(spec: str | Iterable[str]) -> list[str]:
+    """Expand a shard spec (a path, a brace pattern like ``{00000..00099}.tar``, a ``pipe:`` URL,
+    or a list of those) into the ordered list of shard URLs."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for s in specs:
+        out.extend(braceexpand(s))
+    return out
+
+
+def iter_shard(url: str) -> Iterator[Sample]:
+    """Group the members of one tar into samples by key (consecutive members, webdataset's rule).
+
+    A key that reappears later in the same shard yields a second Sample with that key; the caller
+    records it as a duplicate.
+    """
+    current: Sample | None = None
+    try:
+        stream = gopen(url, "rb")
+    except Exception as exc:
+        raise ShardError(f"shard {url}: cannot open ({exc})") from exc
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                parsed = base_plus_ext(member.name)
+                if parsed[0] is None:
+                    continue  # a file without an extension is not part of any sample
+                key, ext = parsed
+                if key.startswith("__") or "/__" in key:
+                    continue  # webdataset's reserved metadata members
+                data = tar.extractfile(member).read()
+                if current is None or current.key != key or ext.lower() in current.files:
+                    if current is not None:
+                        yield current
+                    current = Sample(key=key, shard=url)
+                current.files[ext.lower()] = data
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ShardError(
+            f"shard {url}: unreadable tar after {'key ' + current.key if current else 'no sample'} "
+            f"({type(exc).__name__}: {exc}). The shard is truncated or not a tar: re-download "
+            f"or regenerate it, or remove it from the dataset's `shards` list."
+        ) from exc
+    finally:
+        stream.close()
+    if current is not None:
+        yield current
+
+
+def iter_part(shards: Iterable[str]) -> Iterator[Sample]:
+    for url in shards:
+        yield from iter_shard(url)
+
+
+def _image_member(files: dict[str, bytes]) -> tuple[str, bytes] | tuple[None, None]:
+    for ext in IMAGE_EXTS:
+        if ext in files:
+            return ext, files[ext]
+    return None, None
+
+
+def decode_caption(files: dict[str, bytes]) -> tuple[str, str, str]:
+    """Return (status, error, caption) for a sample's caption.
+
+    Text is NFC-normalised so that visually equal words compare equal; nothing else is changed
+    here (matching applies its own configured normalisation).
+    """
+    raw = files.get(CAPTION_EXT)
+    if raw is None:
+        meta = _parse_meta(files)
+        cap = meta.get("caption") if isinstance(meta, dict) else None
+        if not isinstance(cap, str):
+            return "missing_caption", "no .txt member and no caption in .json", ""
+        raw = cap.encode("utf-8")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "caption_not_utf8", f"caption is not UTF-8: {exc.reason} at byte {exc.start}", ""
+    text = unicodedata.normalize("NFC", text).strip()
+    if not text:
+        return "empty_caption", "caption is empty or whitespace", ""
+    return OK, "", text
+
+
+def _parse_meta(files: dict[str, bytes]) -> dict | None:
+    raw = files.get("json")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def open_image(data: bytes, max_pixels: int) -> tuple[str, str, Image.Image | None]:
+    """Decode image bytes fully; return (status, error, image). Size is checked before decoding."""
+    if not data:
+        return "empty_image", "image file has 0 bytes", None
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > max_pixels:
+            return "image_too_large", f"{w}x{h} = {w * h} px exceeds max_pixels {max_pixels}", None
+        img.load()
+    except Exception as exc:  # PIL raises many types for corrupt data
+        return "corrupt_image", f"{type(exc).__name__}: {exc}", None
+    if w == 0 or h == 0:
+        return "corrupt_image", f"image has zero size {w}x{h}", None
+    return OK, "", img
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """Convert any PIL mode to RGB uint8; transparent pixels become white (as a browser shows them)."""
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    elif img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(scaled.astype(np.uint8), "L")
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def check_sample(sample: Sample, max_pixels: int) -> tuple[Checked, Image.Image | None]:
+    """Validate one sample: image present and decodable within the size bound, caption usable."""
+    ext, data = _image_member(sample.files)
+    meta_raw = sample.files.get("json", b"")
+    meta = meta_raw.decode("utf-8", errors="replace") if meta_raw else ""
+    cap_status, cap_error, caption = decode_caption(sample.files)
+    base = dict(key=sample.key, shard=sample.shard, caption=caption, meta=meta)
+    if ext is None:
+        return Checked(**base, status="missing_image", error="no jpg/jpeg/png/webp member",
+                       width=0, height=0, mode="", format="", n_bytes=0), None
+    status, error, img = open_image(data, max_pixels)
+    width, height = (img.size if img is not None else (0, 0))
+    info = dict(width=width, height=height, mode=img.mode if img else "",
+                format=(img.format or ext) if img else ext, n_bytes=len(data))
+    if status == OK and cap_status != OK:
+        status, error = cap_status, cap_error
+    return Checked(**base, status=status, error=error, **info), img if status == OK else None
+
+
+def iter_checked(shards: Iterable[str], max_pixels: int) -> Iterator[tuple[Checked, Image.Image | None]]:
+    """Every sample of a part, checked; repeated keys after the first are ``duplicate_key``."""
+    seen: set[str] = set()
+    for sample in iter_part(shards):
+        if sample.key in seen:
+            yield Checked(key=sample.key, shard=sample.shard, status="duplicate_key",
+                          error=f"key already seen earlier in this part", caption="", width=0,
+                          height=0, mode="", format="", n_bytes=0, meta=""), None
+            continue
+        seen.add(sample.key)
+        yield check_sample(sample, max_pixels)
+
+
+def iter_images(shards: Iterable[str], keys: set[str], max_pixels: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Decoded RGB images of the given keys (first occurrence of each), in shard order."""
+    done: set[str] = set()
+    for sample in iter_part(shards):
+        if sample.key not in keys or sample.key in done:
+            continue
+        done.add(sample.key)
+        _, data = _image_member(sample.files)
+        status, error, img = open_image(data, max_pixels)
+        if img is None:
+            raise ShardError(f"shard {sample.shard}: key {sample.key} decoded at ingest but not now ({error})")
+        yield sample.key, to_rgb(img)

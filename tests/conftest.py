@@ -1,0 +1,40 @@
+"""Shared test helpers: building webdataset shards with chosen (good or broken) members."""
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def image_bytes(mode="RGB", size=(32, 24), fmt="JPEG", color=(200, 30, 30)) -> bytes:
+    """Encode a small solid image in the given PIL mode and format."""
+    if mode in ("L", "I;16"):
+        arr = np.full(size[::-1], 120, dtype=np.uint16 if mode == "I;16" else np.uint8)
+        img = Image.fromarray(arr, mode if mode == "L" else None)
+        if mode == "I;16":
+            img = Image.fromarray(np.linspace(0, 60000, size[0] * size[1]).reshape(size[::-1]).astype(np.uint16))
+    else:
+        img = Image.new("RGB", size, color).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_tar(path, members):
+    """Write a tar with (name, bytes) members in the given order."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+@pytest.fixture
+def make_tar(tmp_path):
+    def make(name, members):
+        return write_tar(tmp_path / name, members)
+
+    return make
