@@ -1,0 +1,60 @@
+"""The shipped config and the schema agree; mistakes are rejected with the key's name."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from parrotscope.config import ConfigError, check_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = str(ROOT / "schemas" / "config.schema.yaml")
+
+
+def load(path):
+    return yaml.safe_load(Path(path).read_text())
+
+
+def validated(cfg):
+    cfg = copy.deepcopy(cfg)
+    validate(cfg, SCHEMA, set_default=True)
+    check_config(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("path", [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml")),
+                                  *sorted((ROOT / "tests" / "configs").glob("*.yaml"))])
+def test_shipped_configs_validate(path):
+    validated(load(path))
+
+
+def test_defaults_fill_every_section():
+    cfg = validated({"datasets": {"d": {"shards": "x.tar"}}})
+    assert cfg["spot"]["backend"] == "rapidocr"
+    assert cfg["match"]["normalisation"] == {"lowercase": True, "strip_punctuation": True, "strip_accents": True}
+    assert cfg["datasets"]["d"]["shards_per_part"] == 10
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda c: c["datasets"]["demo"].__setitem__("shards_per_prt", 3), "shards_per_prt"),
+    (lambda c: c.__setitem__("spto", {}), "spto"),
+    (lambda c: c["datasets"]["demo"].__setitem__("shards_per_part", 0), "minimum"),
+    (lambda c: c["datasets"]["demo"].__setitem__("shards_per_part", "two"), "integer"),
+    (lambda c: c.setdefault("match", {}).__setitem__("fuzzy_threshold", 1.5), "maximum"),
+    (lambda c: c.setdefault("spot", {}).__setitem__("backend", "tesseract"), "tesseract"),
+])
+def test_schema_rejects_typos_types_and_ranges(mutate, expected):
+    cfg = load(ROOT / "config.yaml")
+    mutate(cfg)
+    with pytest.raises(WorkflowError, match=expected):
+        validated(cfg)
+
+
+def test_dataset_needs_exactly_one_source():
+    with pytest.raises(ConfigError, match="datasets.x"):
+        check_config({"datasets": {"x": {"shards_per_part": 1}}})
+    with pytest.raises(ConfigError, match="both"):
+        check_config({"datasets": {"x": {"shards": "a.tar", "generator": {}}}})

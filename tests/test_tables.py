@@ -1,0 +1,63 @@
+"""Table 1 from fixed per-sample tables: statistics and sample accounting."""
+
+import pandas as pd
+import pytest
+
+from parrotscope.tables import build_table1, format_table1, table1_stats
+
+
+def match_frame():
+    # 5 samples: 2 without text, 2 with text (one parroted), 1 skipped at ingest, 1 OCR error.
+    return pd.DataFrame({
+        "__key__": ["a", "b", "c", "d", "e", "f"],
+        "status": ["ok", "ok", "ok", "ok", "skipped", "error"],
+        "error": ["", "", "", "", "corrupt_image", "boom"],
+        "has_text": [False, False, True, True, None, None],
+        "is_parrot": [False, False, True, False, None, None],
+        "cotr": [0.0, 0.0, 0.5, 0.0, None, None],
+        "cotr_fuzzy": [0.0, 0.0, 1.0, 0.25, None, None],
+        "gt_has_text": [False, True, True, True, None, None],
+        "gt_is_parrot": [False, False, True, True, None, None],
+        "gt_cotr": [0.0, 0.0, 1.0, 0.5, None, None],
+        "gt_cotr_fuzzy": [0.0, 0.0, 1.0, 0.5, None, None],
+    })
+
+
+COUNTS = {"samples_in": 7, "ok": 5, "skipped": 2,
+          "skipped_by_reason": {"corrupt_image": 1, "duplicate_key": 1},
+          "parts": {"p00000": {"duplicates": [{"__key__": "a", "shard": "s"}]}}}
+
+
+def test_table1_stats_hand_worked():
+    s = table1_stats(match_frame())
+    assert s["Num. of Total Img."] == 4
+    assert s["Num. of Img. w/ Emb. Text"] == 2
+    assert s["Img. w/ Emb. Text Rate"] == pytest.approx(0.5)
+    assert s["Num. of Img. w/ Co-Emb. Text"] == 1
+    assert s["Co-Emb. Text Rate (in Total)"] == pytest.approx(0.5 / 4)
+    assert s["Co-Emb. Text Rate (in Img. w/ Emb. Text)"] == pytest.approx(0.25)
+    assert s["Fuzzy Co-Emb. Text Rate (in Img. w/ Emb. Text)"] == pytest.approx(0.625)
+    gt = table1_stats(match_frame(), "gt_")
+    assert gt["Num. of Img. w/ Emb. Text"] == 3 and gt["Co-Emb. Text Rate (in Img. w/ Emb. Text)"] == pytest.approx(0.5)
+
+
+def test_build_table1_columns_and_accounting():
+    t = build_table1({"demo": {"match": match_frame(), "counts": COUNTS}})
+    assert list(t.columns) == ["demo (spotted)", "demo (ground truth)"]
+    col = t["demo (spotted)"]
+    assert col["Samples in"] == 7 and col["Samples processed"] == 4 and col["Samples skipped"] == 3
+    assert col["Skipped: spot_error"] == 1 and col["Skipped: duplicate_key"] == 1
+    out = format_table1(t, 3)
+    assert out.loc["Co-Emb. Text Rate (in Total)", "demo (spotted)"] == 0.125
+    assert out.loc["Samples in", "demo (ground truth)"] == 7
+
+
+def test_accounting_that_does_not_reconcile_is_an_error():
+    bad = dict(COUNTS, samples_in=9)
+    with pytest.raises(ValueError, match="reconcile"):
+        build_table1({"demo": {"match": match_frame(), "counts": bad}})
+
+
+def test_no_ground_truth_column_for_data_without_truth():
+    m = match_frame().drop(columns=[c for c in match_frame().columns if c.startswith("gt_")])
+    assert list(build_table1({"laion": {"match": m, "counts": COUNTS}}).columns) == ["laion (spotted)"]
