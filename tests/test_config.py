@@ -58,3 +58,16 @@ def test_dataset_needs_exactly_one_source():
         check_config({"datasets": {"x": {"shards_per_part": 1}}})
     with pytest.raises(ConfigError, match="both"):
         check_config({"datasets": {"x": {"shards": "a.tar", "generator": {}}}})
+
+
+def test_schema_lists_exactly_the_demo_generator_keys():
+    from parrotscope.demo import DEFAULTS
+
+    schema = load(SCHEMA)
+    assert set(schema["$defs"]["generator"]["properties"]) == set(DEFAULTS)
+
+
+def test_generator_relations_are_checked_at_planning_time():
+    cfg = {"datasets": {"demo": {"generator": {"caption_exact_prob": 0.9}}}}
+    with pytest.raises(ConfigError, match="datasets.demo.generator"):
+        check_config(cfg)

@@ -25,6 +25,19 @@ def check_datasets(config: dict) -> None:
             )
 
 
+def check_generators(config: dict) -> None:
+    """Demo generator settings: relations between keys (probabilities, fonts) checked up front."""
+    from .demo import check_fonts, demo_config
+
+    for name, ds in config["datasets"].items():
+        if "generator" in ds:
+            try:
+                check_fonts(demo_config(ds["generator"]))
+            except (ValueError, FileNotFoundError) as exc:
+                raise ConfigError(f"config datasets.{name}.generator: {exc}") from exc
+
+
 def check_config(config: dict) -> None:
     """Run every cross-key check; raises ConfigError on the first problem."""
     check_datasets(config)
+    check_generators(config)

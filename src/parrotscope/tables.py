@@ -84,6 +84,9 @@ def build_table1(datasets: dict[str, dict]) -> pd.DataFrame:
         if "gt_cotr" in match.columns and match.loc[match["status"] == "ok", "gt_cotr"].notna().all():
             columns[f"{name} (ground truth)"] = {**table1_stats(match, "gt_"), **acc}
     table = pd.DataFrame(columns)
+    # A skip reason seen in one dataset only is a count of 0 in the others.
+    skip_rows = [r for r in table.index if r.startswith("Skipped: ")]
+    table.loc[skip_rows] = table.loc[skip_rows].fillna(0)
     table.index.name = "statistic"
     return table
 
