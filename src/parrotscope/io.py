@@ -52,8 +52,13 @@ def read_json(path: str | os.PathLike):
         return json.load(fh)
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike, key: str | None = KEY) -> None:
-    """Write a per-sample table atomically; refuse duplicate keys so joins by key stay sound."""
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, key: str | None = KEY,
+                  schema=None) -> None:
+    """Write a per-sample table atomically; refuse duplicate keys so joins by key stay sound.
+
+    ``schema`` (a pyarrow schema) fixes column types that pandas cannot infer from the data, e.g.
+    list columns of a part whose lists are all empty, so every part's file has the same types.
+    """
     if key is not None:
         if key not in df.columns:
             raise ValueError(f"table for {path} has no {key!r} column")
@@ -61,7 +66,7 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike, key: str | None = K
         if dup.any():
             raise ValueError(f"table for {path} has duplicate keys: {df[key][dup].head(5).tolist()}")
     with atomic_path(path, suffix=".parquet") as tmp:
-        df.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False, schema=schema)
 
 
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
