@@ -14,6 +14,10 @@ include: "rules/demo.smk"
 include: "rules/ingest.smk"
 include: "rules/spot.smk"
 include: "rules/match.smk"
+include: "rules/inpaint.smk"
+include: "rules/train.smk"
+include: "rules/score.smk"
+include: "rules/index.smk"
 include: "rules/tables.smk"
 
 

@@ -105,5 +105,51 @@ def check_local_shards():
 check_local_shards()
 
 
+MASK_KINDS = ("all", "co", "rand_all", "rand_co")
+
+
+def train_arch(name):
+    """An architecture by name: a packaged tiny one, an OpenCLIP one, or `train.archs.<name>`."""
+    return config["train"]["archs"].get(name, name)
+
+
+def train_shards(wildcards):
+    """Shards a model trains on: the whole dataset for subset `pool`."""
+    if wildcards.subset == "pool":
+        return part_shard_files_of(wildcards.dataset)
+    raise ValueError(f"unknown training subset {wildcards.subset!r}")
+
+
+def part_shard_files_of(dataset):
+    return [s for s in dataset_shards(dataset) if is_local(s)]
+
+
+def scorer_spec(name):
+    """The scorer config as parrotscope.score.load_scorer takes it; `trained_on` becomes the
+    checkpoint of the reference CLIP this workflow trains on that dataset's pool."""
+    spec = dict(config["score"]["scorers"][name], name=name)
+    trained_on = spec.pop("trained_on", None)
+    if trained_on:
+        spec["checkpoint"] = reference_checkpoint(trained_on, spec["arch"])
+    return spec
+
+
+def reference_checkpoint(dataset, arch):
+    return f"results/models/{dataset}/pool/{arch}/checkpoint.pt"
+
+
+def score_inputs(wildcards):
+    """Inpainted tars of every mask kind for the configured method, and a trained scorer's weights."""
+    method = config["inpaint"]["method"]
+    inputs = {
+        f"inpaint_{m}": f"results/{wildcards.dataset}/inpaint/{method}/{m}/{wildcards.part}.tar"
+        for m in MASK_KINDS
+    }
+    spec = scorer_spec(wildcards.scorer)
+    if (spec.get("checkpoint") or "").startswith("results/"):
+        inputs["checkpoint"] = spec["checkpoint"]
+    return inputs
+
+
 def default_targets():
-    return ["results/table1.csv"]
+    return ["results/table1.csv", "results/table2.csv"]

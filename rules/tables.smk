@@ -20,3 +20,23 @@ rule table1:
         "../envs/core.yaml"
     script:
         "../scripts/table1.py"
+
+
+rule table2:
+    input:
+        index=lambda w: f"results/{config['study_dataset']}/index.parquet",
+    output:
+        table="results/table2.csv",
+        figure="results/figures/fig5_relative_scores.png",
+    params:
+        scorers=list(config["score"]["scorers"]),
+        decimals=config["tables"]["decimals"],
+        code=code_version("tables"),
+    log:
+        "logs/tables/table2.log",
+    benchmark:
+        "benchmarks/tables/table2.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/table2.py"

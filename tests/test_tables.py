@@ -61,3 +61,31 @@ def test_accounting_that_does_not_reconcile_is_an_error():
 def test_no_ground_truth_column_for_data_without_truth():
     m = match_frame().drop(columns=[c for c in match_frame().columns if c.startswith("gt_")])
     assert list(build_table1({"laion": {"match": m, "counts": COUNTS}}).columns) == ["laion (spotted)"]
+
+
+def test_table2_rows_from_a_fixed_index(tmp_path):
+    from parrotscope.tables import build_table2, plot_relative_scores
+
+    index = pd.DataFrame({
+        "__key__": list("abcde"),
+        "status": ["ok", "ok", "ok", "ok", "skipped"],
+        "has_text": [False, True, True, True, None],
+        "is_parrot": [False, True, False, True, None],
+        "ref.s_raw": [0.30, 0.40, 0.36, 0.50, None],
+        "ref.s_all": [None, 0.20, 0.30, 0.30, None],
+        "ref.s_co": [None, 0.25, None, 0.35, None],
+        "ref.s_rand_all": [None, 0.39, 0.35, 0.49, None],
+        "ref.s_rand_co": [None, 0.40, None, 0.50, None],
+    })
+    t = build_table2(index, ["ref"])
+    assert t.loc["Raw w/o Emb. Text", "ref mean"] == pytest.approx(0.30)
+    assert t.loc["Raw w/ Emb. Text", "ref mean"] == pytest.approx(0.42)
+    assert t.loc["Raw w/ Emb. Text", "ref n"] == 3
+    assert t.loc["All-Emb. Text Removal", "ref mean"] == pytest.approx(0.80 / 3)
+    assert t.loc["Co-Emb. Text Removal", "ref mean"] == pytest.approx(0.30)
+    assert t.loc["Co-Emb. Text Removal", "ref std"] == pytest.approx(0.05)
+    assert t.loc["Raw w/ Co-Emb. Text", "ref mean"] == pytest.approx(0.45)
+    assert t.loc["Random Co-Emb. Text Removal", "ref n"] == 2
+    out = tmp_path / "fig.png"
+    plot_relative_scores(index, ["ref"], str(out))
+    assert out.stat().st_size > 5000 and out.read_bytes()[:4] == b"\x89PNG"

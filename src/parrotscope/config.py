@@ -37,7 +37,40 @@ def check_generators(config: dict) -> None:
                 raise ConfigError(f"config datasets.{name}.generator: {exc}") from exc
 
 
+def fill_derived_defaults(config: dict) -> None:
+    """Defaults that depend on other keys: the study dataset is the first configured dataset, and
+    its scorer is a reference CLIP (tiny-rn) the workflow trains on that dataset's pool."""
+    if config.get("study_dataset") is None:
+        config["study_dataset"] = next(iter(config["datasets"]))
+    score = config.setdefault("score", {})
+    if not score.get("scorers"):
+        score["scorers"] = {"ref": {"arch": "tiny-rn", "trained_on": config["study_dataset"]}}
+
+
+def check_study(config: dict) -> None:
+    study = config.get("study_dataset")
+    if study not in config["datasets"]:
+        raise ConfigError(f"config study_dataset: {study!r} is not one of datasets "
+                          f"{sorted(config['datasets'])}")
+
+
+def check_scorers(config: dict) -> None:
+    """Each scorer names exactly one weights source, and a trained one a configured dataset."""
+    sources = ("trained_on", "pretrained", "checkpoint")
+    for name, spec in (config.get("score") or {}).get("scorers", {}).items():
+        given = [k for k in sources if spec.get(k) is not None]
+        if len(given) != 1:
+            raise ConfigError(f"config score.scorers.{name}: give exactly one of {list(sources)}, "
+                              f"got {given or 'none'}")
+        if "trained_on" in given and spec["trained_on"] not in config["datasets"]:
+            raise ConfigError(f"config score.scorers.{name}.trained_on: {spec['trained_on']!r} is not "
+                              f"one of datasets {sorted(config['datasets'])}")
+
+
 def check_config(config: dict) -> None:
-    """Run every cross-key check; raises ConfigError on the first problem."""
+    """Fill derived defaults and run every cross-key check; raises ConfigError on the first problem."""
     check_datasets(config)
     check_generators(config)
+    fill_derived_defaults(config)
+    check_study(config)
+    check_scorers(config)

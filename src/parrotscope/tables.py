@@ -108,3 +108,81 @@ def run_table1(match_paths: dict[str, list[str]], counts_paths: dict[str, str], 
         for name, paths in match_paths.items()
     }
     write_csv(format_table1(build_table1(datasets), decimals), out_csv)
+
+
+# Table 2 (paper Sec. 4): mean CLIP score under each text-removal setup. Each row is
+# (label, score column, which samples). Removal rows cover the images where that removal exists:
+# all-text and random-all over images with text; co-embedded and random-co over images with
+# co-embedded words (the random controls need a donor with such regions).
+TABLE2_ROWS = [
+    ("Raw w/o Emb. Text", "s_raw", "no_text"),
+    ("Raw w/ Emb. Text", "s_raw", "text"),
+    ("Random All-Emb. Text Removal", "s_rand_all", "text"),
+    ("All-Emb. Text Removal", "s_all", "text"),
+    ("Raw w/ Co-Emb. Text", "s_raw", "parrot"),
+    ("Random Co-Emb. Text Removal", "s_rand_co", "parrot"),
+    ("Co-Emb. Text Removal", "s_co", "parrot"),
+]
+
+
+def table2_groups(index: pd.DataFrame) -> dict[str, pd.Series]:
+    """Boolean row selections of the processed samples: without text, with text, parroted."""
+    ok = index["status"] == "ok"
+    has_text = index["has_text"].fillna(False).astype(bool)
+    parrot = index["is_parrot"].fillna(False).astype(bool)
+    return {"no_text": ok & ~has_text, "text": ok & has_text, "parrot": ok & parrot}
+
+
+def build_table2(index: pd.DataFrame, scorers: list[str]) -> pd.DataFrame:
+    """Mean, std and count of S per setup (rows) and scorer (column groups)."""
+    groups = table2_groups(index)
+    rows = {}
+    for label, column, group in TABLE2_ROWS:
+        row = {}
+        for scorer in scorers:
+            values = pd.to_numeric(index.loc[groups[group], f"{scorer}.{column}"], errors="coerce").dropna()
+            row[f"{scorer} mean"] = float(values.mean()) if len(values) else float("nan")
+            row[f"{scorer} std"] = float(values.std(ddof=0)) if len(values) else float("nan")
+            row[f"{scorer} n"] = int(len(values))
+        rows[label] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "setup"
+    return table
+
+
+def plot_relative_scores(index: pd.DataFrame, scorers: list[str], out_png: str) -> None:
+    """Fig. 5 (right): distributions of S(raw)-S(all), S(raw)-S(co) and S(co)-S(all) per scorer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    fig, axes = plt.subplots(1, len(scorers), figsize=(5.5 * len(scorers), 4), squeeze=False)
+    for ax, scorer in zip(axes[0], scorers):
+        col = lambda c: pd.to_numeric(index[f"{scorer}.{c}"], errors="coerce")  # noqa: E731
+        series = {
+            "RSA = S(raw) − S(all removed)": col("s_raw") - col("s_all"),
+            "RSC = S(raw) − S(co removed)": col("s_raw") - col("s_co"),
+            "S(co removed) − S(all removed)": col("s_co") - col("s_all"),
+        }
+        for label, values in series.items():
+            values = values.dropna()
+            if len(values):
+                ax.hist(values, bins=40, alpha=0.5, label=f"{label} (n={len(values)})")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel("relative CLIP score")
+        ax.set_ylabel("images")
+        ax.set_title(f"scorer {scorer}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def run_table2(index_path: str, scorers: list[str], out_csv: str, out_png: str, decimals: int) -> None:
+    index = read_parquet(index_path)
+    write_csv(build_table2(index, scorers).round(decimals), out_csv)
+    plot_relative_scores(index, scorers, out_png)

@@ -1,0 +1,30 @@
+# Stage `train`: CLIP training with OpenCLIP's own trainer (open_clip_train), one job per
+# (dataset, subset, architecture). Subset `pool` is every sample of the dataset: the reference
+# CLIP that scores the embedded default.
+
+
+rule train:
+    input:
+        shards=train_shards,
+        parts="results/{dataset}/parts.json",
+    output:
+        checkpoint="results/models/{dataset}/{subset}/{arch}/checkpoint.pt",
+        results="results/models/{dataset}/{subset}/{arch}/results.json",
+    params:
+        arch=lambda w: train_arch(w.arch),
+        hparams=config["train"]["hparams"],
+        seed=config["train"]["seed"],
+        device=config["train"]["device"],
+        run_dir=lambda w: f"results/models/{w.dataset}/{w.subset}/{w.arch}/run",
+        code=code_version("train"),
+    threads: config["train"]["threads"]
+    log:
+        "logs/train/{dataset}/{subset}/{arch}.log",
+    benchmark:
+        "benchmarks/train/{dataset}/{subset}/{arch}.tsv"
+    resources:
+        mem_mb=8000,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/train.py"
