@@ -34,7 +34,6 @@ import datetime
 import glob
 import io
 import platform
-import re
 import time
 from pathlib import Path
 
@@ -46,6 +45,8 @@ from PIL import Image
 from parrotscope.score import Scorer, score_table
 from parrotscope.shards import iter_shard
 from parrotscope.train import build_model
+
+from benchdoc import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "score"
@@ -153,17 +154,6 @@ def rate(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def write_section(section: str, path: Path) -> None:
-    """Replace (or append) this bench's section of the benchmarks file, keeping the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nThroughput of the workflow's stages, one section per stage.\n"
-    pattern = re.compile(rf"^## {SECTION}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", default=["tiny-rn", "tiny-vit", "ViT-B-32"])
@@ -194,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     section = markdown(rows, source, args.batch_size, load)
     print(section)
     if not args.no_write:
-        write_section(section, args.out)
+        write_section(f"## {SECTION}", section, args.out)
         print(f"written to {args.out}")
 
 

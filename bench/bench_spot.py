@@ -44,6 +44,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from parrotscope.spot import RapidOCRSpotter, spot_table
 
+from benchdoc import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 FONTS = [
     "/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf",
@@ -273,17 +275,6 @@ def version(package: str) -> str:
     return _version(package)
 
 
-def write_section(section: str, path: Path) -> None:
-    """Replace (or append) the ``## spot`` section of the benchmarks file, keeping the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nThroughput of the workflow's stages, one section per stage.\n"
-    pattern = re.compile(r"^## spot\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="number of 128 px images (default 200)")
@@ -321,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     section = markdown(results, source, min_score, min_alnum, load)
     print(section)
     if not args.no_write:
-        write_section(section, args.out)
+        write_section("## spot", section, args.out)
         print(f"written to {args.out}", file=sys.stderr)
 
 

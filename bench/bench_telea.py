@@ -26,7 +26,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import time
 from pathlib import Path
 
@@ -35,6 +34,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from parrotscope.inpaint import TeleaInpainter, encode_png, rasterise
+
+from benchdoc import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## inpaint (Telea)"
@@ -146,18 +147,6 @@ def markdown(rows: list[tuple[int, int, float, dict]], dilate_px: int, load: flo
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str, path: Path) -> None:
-    """Replace (or append) this bench's section of the benchmarks file, keeping the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nThroughput of the workflow's stages, one section per stage.\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="number of 128x128 images (default 200)")
@@ -179,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     section = markdown(rows, args.dilate_px, load)
     print(section)
     if not args.no_write:
-        write_section(section, args.out)
+        write_section(SECTION, section, args.out)
         print(f"written to {args.out}")
 
 

@@ -4,6 +4,7 @@
 import hashlib
 import math
 import os
+import re
 from functools import cache
 from pathlib import Path
 
@@ -79,12 +80,29 @@ def per_part(pattern):
     return inputs
 
 
+def library_deps(module, seen=None):
+    """The library module and every parrotscope module it imports, transitively."""
+    seen = set() if seen is None else seen
+    if module in seen:
+        return seen
+    seen.add(module)
+    source = (LIB / f"{module}.py").read_text()
+    for dep in re.findall(r"^\s*from (?:\.|parrotscope\.)(\w+) import", source, re.M):
+        if (LIB / f"{dep}.py").exists():
+            library_deps(dep, seen)
+    return seen
+
+
 @cache
 def code_version(*modules):
-    """Hash of the library modules a rule runs. Passed as a param, so editing a stage's code
-    reruns that stage (Snakemake does not track imported modules by itself)."""
+    """Hash of the library modules a rule runs, with everything they import from the library.
+    Passed as a param, so editing a stage's code reruns that stage (Snakemake does not track
+    imported modules by itself)."""
+    deps = set()
+    for m in modules:
+        library_deps(m, deps)
     h = hashlib.sha256()
-    for m in sorted(set(modules) | {"io", "smk"}):
+    for m in sorted(deps | {"smk"}):
         h.update((LIB / f"{m}.py").read_bytes())
     return h.hexdigest()[:16]
 

@@ -11,7 +11,7 @@ rule ingest:
     params:
         shards=part_shards,
         max_pixels=config["ingest"]["max_pixels"],
-        code=code_version("ingest", "shards"),
+        code=code_version("ingest"),
     log:
         "logs/ingest/{dataset}/{part}.log",
     benchmark:

@@ -19,7 +19,7 @@ rule inpaint:
         batch_size=config["inpaint"]["batch_size"],
         normalisation=config["match"]["normalisation"],
         max_pixels=config["ingest"]["max_pixels"],
-        code=code_version("inpaint", "shards", "match"),
+        code=code_version("inpaint"),
     wildcard_constraints:
         method="telea|lama|sd",
         mask="all|co|rand_all|rand_co",

@@ -15,7 +15,7 @@ rule score:
         batch_size=config["score"]["batch_size"],
         device=config["score"]["device"],
         max_pixels=config["ingest"]["max_pixels"],
-        code=code_version("score", "train", "inpaint", "shards"),
+        code=code_version("score", "inpaint"),
     threads: config["score"]["threads"]
     log:
         "logs/score/{dataset}/{scorer}/{part}.log",

@@ -14,7 +14,7 @@ rule spot:
         min_score=config["spot"]["min_score"],
         min_alnum=config["spot"]["min_alnum"],
         max_pixels=config["ingest"]["max_pixels"],
-        code=code_version("spot", "shards"),
+        code=code_version("spot"),
     threads: config["spot"]["threads"]
     log:
         "logs/spot/{dataset}/{part}.log",

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from .devices import resolve_device, set_torch_threads
 from .io import KEY, atomic_path, read_parquet, write_json
 from .match import Normalisation, normalise_word
 from .shards import ShardError, iter_images, iter_shard
@@ -262,27 +263,6 @@ def paste_inside(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> 
     inside = mask > 0
     out[inside] = filled[inside]
     return out
-
-
-def set_torch_threads(threads: int | None) -> None:
-    """Cap torch's intra-op threads (0/None: leave torch's default).
-
-    On a small shared machine torch's default (one thread per core, spinning while waiting) can be
-    tens of times slower than one thread when other jobs hold the cores.
-    """
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-
-
-def resolve_device(device: str | None) -> str:
-    """``auto`` (or None) means CUDA when available, else CPU; anything else is used as given."""
-    if device in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
 
 
 class TeleaInpainter(Inpainter):

@@ -38,7 +38,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from .io import KEY
-from .train import build_model, read_state_dict, resolve_arch, resolve_device
+from .devices import resolve_device, set_torch_threads
+from .train import build_model, read_state_dict, resolve_arch
 
 # Weights file names OpenCLIP looks for in a hub repo whose entry names no file.
 _HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -255,7 +256,7 @@ def run_score(samples_path: str, shards: list[str], inpainted: dict[str, str], s
     """Score one part with one scorer (see :func:`score_part`) and write its table."""
     from .io import read_parquet, write_parquet
 
-    torch.set_num_threads(max(1, int(threads)))
+    set_torch_threads(threads)
     scorer = load_scorer(spec, device)
     table = score_part(scorer, read_parquet(samples_path), shards, inpainted, batch_size, max_pixels)
     write_parquet(table, out_path)

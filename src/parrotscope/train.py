@@ -66,6 +66,7 @@ from typing import Iterator
 
 import torch
 
+from .devices import resolve_device
 from .io import atomic_path, write_json
 
 ARCH_DIR = Path(__file__).parent / "archs"
@@ -168,12 +169,6 @@ def model_identifier(arch: str | dict) -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="parrotscope-arch-") as tmp:
         yield write_arch_dir(resolved, tmp)
-
-
-def resolve_device(device: str = "auto") -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class _DropRandomInitWarnings(logging.Filter):

@@ -1,0 +1,21 @@
+"""Shared by the benchmarks: recording a result section in docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+HEADER = "# Benchmarks\n\nThroughput of the workflow's stages, one section per stage.\n"
+
+
+def write_section(heading: str, section: str, path: Path) -> None:
+    """Replace (or append) the section starting with ``heading`` (a ``## ...`` line), keeping
+    every other section of the file as it is."""
+    text = path.read_text() if path.exists() else HEADER
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text).rstrip("\n") + "\n"
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
