@@ -18,6 +18,7 @@ include: "rules/inpaint.smk"
 include: "rules/train.smk"
 include: "rules/score.smk"
 include: "rules/index.smk"
+include: "rules/curate.smk"
 include: "rules/tables.smk"
 
 

@@ -132,10 +132,20 @@ def train_arch(name):
 
 
 def train_shards(wildcards):
-    """Shards a model trains on: the whole dataset for subset `pool`."""
+    """Shards a model trains on: the whole dataset for subset `pool`, else the subset's shards."""
     if wildcards.subset == "pool":
         return part_shard_files_of(wildcards.dataset)
-    raise ValueError(f"unknown training subset {wildcards.subset!r}")
+    from parrotscope.curate import shard_names
+
+    return [f"results/{wildcards.dataset}/subsets/{wildcards.subset}/shards/{name}"
+            for name in shard_names(config["curate"]["n_shards"])]
+
+
+def train_counts(wildcards):
+    """How many samples the training shards hold: parts.json for the pool, sizes.json for a subset."""
+    if wildcards.subset == "pool":
+        return f"results/{wildcards.dataset}/parts.json"
+    return f"results/{wildcards.dataset}/subsets/{wildcards.subset}/shards/sizes.json"
 
 
 def part_shard_files_of(dataset):

@@ -6,7 +6,7 @@
 rule train:
     input:
         shards=train_shards,
-        parts="results/{dataset}/parts.json",
+        counts=train_counts,
     output:
         checkpoint="results/models/{dataset}/{subset}/{arch}/checkpoint.pt",
         results="results/models/{dataset}/{subset}/{arch}/results.json",

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import image_bytes, write_tar
-from workflow import snakemake, tiny_config, write_config
+from workflow import planned_jobs, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def tiny_run(tmp_path_factory):
     ])
     cfg["datasets"]["mine"] = {"shards": bad_shard, "shards_per_part": 1}
     write_config(work, cfg)
-    snakemake(work, "-c", "2", "results/table1.csv")
+    snakemake(work, "-c", "2", "results/table1.csv", "results/table2.csv")
     return work
 
 
@@ -61,10 +61,70 @@ def test_demo_text_is_spotted(tiny_run):
 
 
 def test_dry_run_plans_nothing_after_a_run(tiny_run):
-    out = snakemake(tiny_run, "-n", "results/table1.csv").stdout
-    assert "Nothing to be done" in out or "nothing to be done" in out.lower()
+    assert planned_jobs(tiny_run, "results/table1.csv", "results/table2.csv") == {}
+
+
+def test_table2_and_index_from_the_tiny_run(tiny_run):
+    table = pd.read_csv(tiny_run / "results" / "table2.csv", index_col=0)
+    assert table.loc["Raw w/ Emb. Text", "ref n"] > 0
+    assert table.loc["All-Emb. Text Removal", "ref n"] == table.loc["Raw w/ Emb. Text", "ref n"]
+    index = pd.read_parquet(tiny_run / "results" / "demo" / "index.parquet")
+    assert len(index) == 24 and index["__key__"].is_unique
+    with_text = index[index["has_text"].fillna(False).astype(bool)]
+    assert with_text["ref.rsa"].notna().all()
+    assert (tiny_run / "results" / "figures" / "fig5_relative_scores.png").stat().st_size > 0
+
+
+def change(tiny_run, name, text):
+    path = tiny_run / f"{name}.yaml"
+    path.write_text(text)
+    return planned_jobs(tiny_run, "--configfile", str(path), "results/table1.csv", "results/table2.csv")
+
+
+def test_an_ocr_setting_reruns_spot_and_everything_downstream(tiny_run):
+    jobs = change(tiny_run, "ocr", "spot:\n  min_score: 0.6\n")
+    assert {"spot", "match", "inpaint", "score", "index", "table1", "table2"} <= set(jobs)
+    assert not {"demo_shard", "ingest", "train"} & set(jobs)
+
+
+def test_an_inpainting_setting_reruns_inpaint_onwards_but_not_spot(tiny_run):
+    jobs = change(tiny_run, "inpaint", "inpaint:\n  dilate_px: 3\n")
+    assert set(jobs) - {"all"} == {"inpaint", "score", "index", "table2"}
+
+
+def test_a_training_setting_reruns_train_and_what_uses_the_model(tiny_run):
+    jobs = change(tiny_run, "train", "train:\n  hparams:\n    lr: 0.002\n")
+    assert set(jobs) - {"all"} == {"train", "score", "index", "table2"}
+
+
+def test_a_table_setting_reruns_only_tables(tiny_run):
+    jobs = change(tiny_run, "tables", "tables:\n  decimals: 3\n")
+    assert set(jobs) - {"all"} == {"table1", "table2"}
 
 
 def test_rulegraph_is_valid_dot(tiny_run):
     out = snakemake(tiny_run, "--rulegraph", "results/table1.csv").stdout
     assert out.lstrip().startswith("digraph") and "spot" in out and "table1" in out
+
+
+def test_editing_a_stage_module_reruns_that_stage(tiny_run, tmp_path):
+    """A copy of the workflow whose match module differs by one comment plans match onwards."""
+    import shutil
+    import subprocess
+    import sys
+
+    from workflow import ROOT
+
+    copy = tmp_path / "repo"
+    for part in ("Snakefile", "rules", "scripts", "schemas", "profiles", "src"):
+        src = ROOT / part
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, copy / part)
+    with open(copy / "src" / "parrotscope" / "match.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(copy / "Snakefile"),
+                           "--directory", str(tiny_run), "results/table1.csv", "results/table2.csv"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = proc.stdout.split("Job stats:", 1)[1]
+    assert "match" in stats and "table1" in stats
+    assert "spot " not in stats and "ingest" not in stats and "train" not in stats

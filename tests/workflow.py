@@ -32,3 +32,17 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900)
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of what a dry run would execute (empty when nothing is to be done)."""
+    out = snakemake(workdir, "-n", *args).stdout
+    if "Job stats:" not in out:
+        return {}
+    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            jobs[parts[0]] = int(parts[1])
+    return jobs

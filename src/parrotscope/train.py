@@ -480,13 +480,20 @@ def _versions() -> dict:
             "webdataset": getattr(webdataset, "__version__", "unknown")}
 
 
-def train_from_parts(train_shards: list[str], parts_json: str, arch: str | dict, hparams: dict,
-                     run_dir: str, out_checkpoint: str, out_results: str, device: str = "auto",
-                     seed: int = 0, threads: int | None = None) -> dict:
-    """Train on a dataset's raw shards, sized by the usable-sample count of its ``parts.json``
-    (skipped samples are in the shards too; the trainer's decoder skips them)."""
+def count_training_samples(counts_json: str) -> int:
+    """Samples in the training shards: ``ok`` of a dataset's ``parts.json`` (skipped samples are in
+    the raw shards too; the trainer's decoder skips them) or the sum of OpenCLIP's ``sizes.json``."""
     from .io import read_json
 
-    n_ok = int(read_json(parts_json)["ok"])
-    return train_clip(train_shards, n_ok, arch, hparams, run_dir, out_checkpoint, out_results,
-                      device=device, seed=seed, threads=threads)
+    counts = read_json(counts_json)
+    if "ok" in counts and "parts" in counts:
+        return int(counts["ok"])
+    return int(sum(counts.values()))
+
+
+def train_from_counts(train_shards: list[str], counts_json: str, arch: str | dict, hparams: dict,
+                      run_dir: str, out_checkpoint: str, out_results: str, device: str = "auto",
+                      seed: int = 0, threads: int | None = None) -> dict:
+    """:func:`train_clip` with the sample count read from ``counts_json``."""
+    return train_clip(train_shards, count_training_samples(counts_json), arch, hparams, run_dir,
+                      out_checkpoint, out_results, device=device, seed=seed, threads=threads)

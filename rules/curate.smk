@@ -1,0 +1,60 @@
+# Stage `curate`: equal-size training subsets chosen by criteria on the parrot index (Curation I-III).
+# Selection (keys only) and materialising (copying samples into shards) are separate jobs, as in
+# DataComp: criteria can be inspected, and changed, without copying images.
+
+from parrotscope.curate import SIZES_FILE, check_curate, curate_scorer, shard_names, subset_wildcard
+
+check_curate(config)
+CURATE_SUBSET = subset_wildcard(config["curate"]["subsets"])
+
+
+rule curate_select:
+    input:
+        index="results/{dataset}/index.parquet",
+    output:
+        key_table="results/{dataset}/subsets/{subset}/keys.parquet",
+        stats="results/{dataset}/subsets/{subset}/stats.json",
+    wildcard_constraints:
+        subset=CURATE_SUBSET,
+    params:
+        conditions=lambda w: config["curate"]["subsets"][w.subset],
+        size=config["curate"]["size"],
+        seed=config["curate"]["seed"],
+        scorer=curate_scorer(config),
+        code=code_version("curate"),
+    log:
+        "logs/curate/{dataset}/{subset}.select.log",
+    benchmark:
+        "benchmarks/curate/{dataset}/{subset}.select.tsv"
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/curate_select.py"
+
+
+rule curate_shards:
+    input:
+        key_table="results/{dataset}/subsets/{subset}/keys.parquet",
+        shards=lambda w: part_shard_files_of(w.dataset),
+    output:
+        shards=[f"results/{{dataset}}/subsets/{{subset}}/shards/{name}"
+                for name in shard_names(config["curate"]["n_shards"])],
+        sizes=f"results/{{dataset}}/subsets/{{subset}}/shards/{SIZES_FILE}",
+    wildcard_constraints:
+        subset=CURATE_SUBSET,
+    params:
+        shards=lambda w: list(dataset_shards(w.dataset)),
+        n_shards=config["curate"]["n_shards"],
+        code=code_version("curate", "shards"),
+    log:
+        "logs/curate/{dataset}/{subset}.shards.log",
+    benchmark:
+        "benchmarks/curate/{dataset}/{subset}.shards.tsv"
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/curate_shards.py"

@@ -1,0 +1,7 @@
+from parrotscope.curate import run_select
+from parrotscope.smk import log_to_file
+
+with log_to_file(snakemake):
+    p = snakemake.params
+    run_select(snakemake.input.index, snakemake.output.key_table, snakemake.output.stats, snakemake.wildcards.subset,
+               p.conditions, p.size, p.seed, p.scorer)
