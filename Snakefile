@@ -20,6 +20,7 @@ include: "rules/score.smk"
 include: "rules/index.smk"
 include: "rules/curate.smk"
 include: "rules/tables.smk"
+include: "rules/synth.smk"
 
 
 rule all:

@@ -1,0 +1,6 @@
+from parrotscope.smk import log_to_file
+from parrotscope.synth import run_synth_vocab
+
+with log_to_file(snakemake):
+    w, p = snakemake.wildcards, snakemake.params
+    run_synth_vocab(snakemake.input.index, w.source, int(w.n), p.top_k, p.normalisation, snakemake.output[0])
