@@ -179,5 +179,29 @@ def score_inputs(wildcards):
     return inputs
 
 
+def curated_subsets():
+    """Every subset named in a curation table, in table order, once each."""
+    names = [s for table in config["curate"]["tables"].values() for s in table]
+    return list(dict.fromkeys(names))
+
+
+def curation_eval_path(subset, arch, name):
+    return f"results/eval/{config['study_dataset']}/{subset}/{arch}/{name}"
+
+
+def curation_table_inputs(wildcards):
+    """Per row (subset) and architecture: clip-benchmark results and synthetic-text measures;
+    per row the subset's selection stats."""
+    dataset = config["study_dataset"]
+    subsets = config["curate"]["tables"][wildcards.table]
+    archs = config["train"]["models"]
+    return {
+        "evals": [curation_eval_path(s, a, "benchmark.json") for s in subsets for a in archs],
+        "syncs": [curation_eval_path(s, a, "sync.json") for s in subsets for a in archs],
+        "stats": [f"results/{dataset}/subsets/{s}/stats.json" for s in subsets],
+    }
+
+
 def default_targets():
-    return ["results/table1.csv", "results/table2.csv"]
+    tables = [f"results/{t}.csv" for t in config["curate"]["tables"]]
+    return ["results/table1.csv", "results/table2.csv", *tables, "results/figures/fig8_sync_trained.png"]

@@ -40,3 +40,47 @@ rule table2:
         "../envs/core.yaml"
     script:
         "../scripts/table2.py"
+
+
+rule curation_table:
+    # Tables 3-6: one row per curated subset, per architecture the DataComp-style columns (IN,
+    # Ret., Avg.) and the synthetic-text measures; Avg. S(raw) of each subset (Tables 5-6).
+    input:
+        unpack(curation_table_inputs),
+    output:
+        "results/{table}.csv",
+    params:
+        subsets=lambda w: config["curate"]["tables"][w.table],
+        archs=config["train"]["models"],
+        decimals=config["tables"]["decimals"],
+        code=code_version("tables"),
+    wildcard_constraints:
+        table="table3|table4|table5|table6",
+    log:
+        "logs/tables/{table}.log",
+    benchmark:
+        "benchmarks/tables/{table}.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/curation_table.py"
+
+
+rule fig8:
+    # Fig. 8: the synthetic-text measures of every model trained on a curated subset.
+    input:
+        sync=lambda w: [curation_eval_path(s, a, "sync.json") for s in curated_subsets()
+                        for a in config["train"]["models"]],
+    output:
+        "results/figures/fig8_sync_trained.png",
+    params:
+        labels=[f"{s} {a}" for s in curated_subsets() for a in config["train"]["models"]],
+        code=code_version("synth"),
+    log:
+        "logs/tables/fig8.log",
+    benchmark:
+        "benchmarks/tables/fig8.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/fig8.py"

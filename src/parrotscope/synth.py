@@ -605,3 +605,8 @@ def run_synth_figures(frames: dict[str, str], metrics: dict[str, str], out_curve
     """Figs. 6-7 from per-image tables (label -> parquet) and Fig. 8 from metrics (label -> JSON)."""
     plot_sync_by_frequency_and_length({k: read_parquet(v) for k, v in frames.items()}, out_curves, n_bins)
     plot_sync_scores({k: read_json(v) for k, v in metrics.items()}, out_bars)
+
+
+def run_sync_bars(labels: list[str], metrics_paths: list[str], out_png: str | os.PathLike) -> None:
+    """Fig. 8 from the metrics JSONs of the models, in the given label order."""
+    plot_sync_scores({label: read_json(path) for label, path in zip(labels, metrics_paths)}, out_png)

@@ -186,3 +186,47 @@ def run_table2(index_path: str, scorers: list[str], out_csv: str, out_png: str, 
     index = read_parquet(index_path)
     write_csv(build_table2(index, scorers).round(decimals), out_csv)
     plot_relative_scores(index, scorers, out_png)
+
+
+# Tables 3-6 (paper Sec. 6): per curated subset and architecture, the DataComp-style columns
+# (IN = the ImageNet group, Ret. = Retrieval, Avg. = mean over every task) from clip-benchmark and
+# the synthetic-text measures; on the embedded default IN is the demo's concept zero-shot set.
+CURATION_GROUPS = {"IN": "ImageNet", "Ret.": "Retrieval", "Avg.": "Average"}
+SYNC_COLUMNS = {"Sync. Score": "sync_score_mean", "Sync. std": "sync_score_std",
+                "sync gap": "sync_gap_mean", "word acc.": "word_accuracy"}
+
+
+def _number(value) -> float:
+    """A JSON measure as a float; null (undefined) becomes NaN."""
+    return float("nan") if value is None else float(value)
+
+
+def curation_row(evals: dict[str, dict], syncs: dict[str, dict], stats: dict) -> dict[str, float]:
+    """One subset's row: per architecture (keys of ``evals``) the group values and sync measures."""
+    row: dict[str, float] = {"Avg. S(raw)": _number(stats.get("mean_s_raw")),
+                             "samples": int(stats["n_selected"]), "eligible": int(stats["n_eligible"])}
+    for arch, result in evals.items():
+        for column, group in CURATION_GROUPS.items():
+            row[f"{arch} {column}"] = _number(result["groups"].get(group, {}).get("value"))
+        for column, key in SYNC_COLUMNS.items():
+            row[f"{arch} {column}"] = _number(syncs[arch].get(key))
+    return row
+
+
+def build_curation_table(subsets: list[str], archs: list[str], evals: list[dict], syncs: list[dict],
+                         stats: list[dict]) -> pd.DataFrame:
+    """Rows in ``subsets`` order; ``evals``/``syncs`` are subset-major over ``archs``."""
+    rows = {}
+    for i, subset in enumerate(subsets):
+        own = slice(i * len(archs), (i + 1) * len(archs))
+        rows[subset] = curation_row(dict(zip(archs, evals[own])), dict(zip(archs, syncs[own])), stats[i])
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "subset"
+    return table
+
+
+def run_curation_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
+                       stats_paths: list[str], out_csv: str, decimals: int) -> None:
+    table = build_curation_table(subsets, archs, [read_json(p) for p in eval_paths],
+                                 [read_json(p) for p in sync_paths], [read_json(p) for p in stats_paths])
+    write_csv(table.round(decimals), out_csv)

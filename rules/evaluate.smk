@@ -1,0 +1,70 @@
+# Stage `evaluate`: zero-shot benchmark of each trained CLIP with clip-benchmark, one job per
+# (dataset, subset, architecture). The embedded default uses the demo's held-out sets; a cluster
+# points evaluate.datacomp_root at DataComp's evaluation sets (parrotscope.evaluate.DATACOMP_TASKS).
+
+from parrotscope.evaluate import tasks_for, workflow_inputs
+
+
+rule evaluate:
+    input:
+        checkpoint="results/models/{dataset}/{subset}/{arch}/checkpoint.pt",
+        # Only the sets this workflow writes (the demo's); DataComp's live outside it.
+        evalsets=lambda w: workflow_inputs(tasks_for(config, w.dataset)),
+    output:
+        "results/eval/{dataset}/{subset}/{arch}/benchmark.json",
+    params:
+        name=lambda w: f"{w.dataset}/{w.subset}/{w.arch}",
+        arch=lambda w: train_arch(w.arch),
+        tasks=lambda w: tasks_for(config, w.dataset),
+        batch_size=config["evaluate"]["batch_size"],
+        device=config["evaluate"]["device"],
+        num_workers=config["evaluate"]["num_workers"],
+        amp=config["evaluate"]["amp"],
+        code=code_version("evaluate"),
+    wildcard_constraints:
+        subset=r"[^/]+",
+        arch=r"[^/]+",
+    threads: config["evaluate"]["threads"]
+    log:
+        "logs/evaluate/{dataset}/{subset}/{arch}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}/{subset}/{arch}.tsv"
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_sync:
+    # The synthetic-text measures of a trained CLIP (Sync. Score, sync gap, word zero-shot
+    # accuracy) on the 1-gram caption vocabulary of its dataset, the benchmark of Fig. 8.
+    input:
+        checkpoint="results/models/{dataset}/{subset}/{arch}/checkpoint.pt",
+        benchmark="results/synth/{dataset}/caption_1gram",
+    output:
+        json="results/eval/{dataset}/{subset}/{arch}/sync.json",
+        table="results/eval/{dataset}/{subset}/{arch}/sync.parquet",
+    params:
+        spec=lambda w: {"name": f"{w.dataset}/{w.subset}/{w.arch}", "arch": train_arch(w.arch),
+                        "checkpoint": f"results/models/{w.dataset}/{w.subset}/{w.arch}/checkpoint.pt"},
+        batch_size=config["synth"]["batch_size"],
+        template=config["synth"]["template"],
+        freq_bins=config["synth"]["freq_bins"],
+        device=config["synth"]["device"],
+        code=code_version("synth"),
+    wildcard_constraints:
+        subset=r"[^/]+",
+        arch=r"[^/]+",
+    threads: config["synth"]["threads"]
+    log:
+        "logs/evaluate_sync/{dataset}/{subset}/{arch}.log",
+    benchmark:
+        "benchmarks/evaluate_sync/{dataset}/{subset}/{arch}.tsv"
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/synth_eval.py"
