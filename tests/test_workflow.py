@@ -78,7 +78,8 @@ def test_table2_and_index_from_the_tiny_run(tiny_run):
 def change(tiny_run, name, text):
     path = tiny_run / f"{name}.yaml"
     path.write_text(text)
-    return planned_jobs(tiny_run, "--configfile", str(path), "results/table1.csv", "results/table2.csv")
+    # --configfile takes several files: it goes last, after the targets.
+    return planned_jobs(tiny_run, "results/table1.csv", "results/table2.csv", "--configfile", str(path))
 
 
 def test_an_ocr_setting_reruns_spot_and_everything_downstream(tiny_run):
@@ -103,7 +104,7 @@ def test_a_table_setting_reruns_only_tables(tiny_run):
 
 
 def test_rulegraph_is_valid_dot(tiny_run):
-    out = snakemake(tiny_run, "--rulegraph", "results/table1.csv").stdout
+    out = snakemake(tiny_run, "results/table1.csv", "--rulegraph").stdout
     assert out.lstrip().startswith("digraph") and "spot" in out and "table1" in out
 
 
@@ -116,6 +117,7 @@ def test_editing_a_stage_module_reruns_that_stage(tiny_run, tmp_path):
     from workflow import ROOT
 
     copy = tmp_path / "repo"
+    copy.mkdir()
     for part in ("Snakefile", "rules", "scripts", "schemas", "profiles", "src"):
         src = ROOT / part
         (shutil.copytree if src.is_dir() else shutil.copy)(src, copy / part)

@@ -1,0 +1,174 @@
+"""The cluster profile (slurm/config.yaml) on a real one-node Slurm started on this machine.
+
+`snakemake --profile slurm`, typed from the repository root exactly as docs/CLUSTER.md says, runs
+the tiny config to Table 1 with every job submitted to Slurm (tests/slurm/cluster.sh brings up
+munged, slurmctld and slurmd; Debian's Slurm 22.05 is installed with apt-get when missing). The
+profile is the file users get; two flags are added for the test only: the Slurm logs of successful
+jobs are kept (evidence that each job ran inside Slurm), and job states are polled every 5 s rather
+than the profile's 40 s (a one-node cluster with a handful of jobs; the profile's relation between
+that interval and MinJobAge is checked separately).
+
+Needs root (slurmd runs as root) and Slurm installed or apt-get; skipped otherwise. A few minutes:
+every job is a Slurm job that starts its own Snakemake.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import yaml
+
+from conftest import image_bytes, write_tar
+from workflow import ROOT, tiny_config, write_config
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: ([^)]+)\)")
+SLURM_COMMANDS = ("slurmctld", "slurmd", "sinfo", "squeue", "sbatch", "munged")
+PROFILE = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+POLL_S = 5  # test only: seconds before the first job status check (the profile says 40)
+
+
+def _cluster(action: str, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(CLUSTER), action], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def slurm_env():
+    """A running one-node Slurm for this module; the environment that reaches it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: slurmd runs as root and Slurm is installed with apt-get")
+    installed = all(shutil.which(c) or shutil.which(c, path="/usr/sbin") for c in SLURM_COMMANDS)
+    if not installed and shutil.which("apt-get") is None:
+        pytest.skip("Slurm is not installed and apt-get is not available to install it")
+    up = _cluster("up", timeout=900)  # apt-get on a fresh machine, then seconds
+    if up.returncode == 3:  # cluster.sh: cannot run here
+        pytest.skip(up.stderr.strip())
+    assert up.returncode == 0, f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
+    was_up = "already up" in up.stderr
+    conf = re.search(r"SLURM_CONF=(\S+)", up.stdout).group(1)
+    env = dict(os.environ, SLURM_CONF=conf, PYTHONUNBUFFERED="1")
+    # Jobs run Snakemake with this Python; its scripts and tools come from the same environment.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    try:
+        yield env
+    finally:
+        if not was_up:  # leave a cluster someone else started alone
+            down = _cluster("down", timeout=120)
+            assert down.returncode == 0, f"cluster.sh down failed:\n{down.stdout}\n{down.stderr}"
+
+
+def run_profile(env: dict, workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """`snakemake --profile slurm` from the repository root, the workflow running in ``workdir``."""
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--directory", str(workdir),
+           "--slurm-keep-successful-logs", "--slurm-init-seconds-before-status-checks", str(POLL_S),
+           *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    (workdir / "snakemake.out").write_text(proc.stdout + proc.stderr)
+    return proc
+
+
+def slurm_jobs(env: dict, ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Job id -> (state, name) of the jobs squeue still lists (finished ones for MinJobAge s)."""
+    out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i|%T|%j", "-j", ",".join(ids)],
+                         env=env, capture_output=True, text=True, timeout=60).stdout
+    return {i: (state, name) for i, state, name in (line.split("|") for line in out.split())}
+
+
+def tail(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+
+
+def test_min_job_age_fits_the_profile(slurm_env):
+    """Without accounting the plugin reads job states from squeue, which lists a finished job for
+    MinJobAge seconds; below 3 x the first-check delay it silently goes back to sacct (which then
+    fails). The test cluster's slurm.conf must satisfy the profile's own setting."""
+    assert PROFILE["slurm-status-command"] == "squeue"
+    config = subprocess.run(["scontrol", "show", "config"], env=slurm_env, capture_output=True,
+                            text=True, timeout=60, check=True).stdout
+    min_job_age = int(re.search(r"^MinJobAge\s*=\s*(\d+)", config, re.M).group(1))
+    assert min_job_age >= 3 * PROFILE["slurm-init-seconds-before-status-checks"]
+    assert min_job_age >= 3 * POLL_S
+
+
+@pytest.fixture(scope="module")
+def tiny_on_slurm(slurm_env, tmp_path_factory):
+    work = tmp_path_factory.mktemp("slurm_tiny")
+    write_config(work, tiny_config())
+    proc = run_profile(slurm_env, work, "results/table1.csv")
+    return work, proc
+
+
+def test_profile_runs_the_dag_through_slurm(slurm_env, tiny_on_slurm):
+    work, proc = tiny_on_slurm
+    assert proc.returncode == 0, tail(proc)
+    log = proc.stdout + proc.stderr
+    submitted = SUBMITTED.findall(log)
+    # demo_shard x2, one group job for ingest -> spot -> match of both parts, parts, table1.
+    assert len(submitted) == 5, log[-6000:]
+    ids = [i for i, _ in submitted]
+    # The per-part rules ran as one grouped Slurm job (group `part`, group-components part=2).
+    assert sum("group_part" in path for _, path in submitted) == 1
+    for job_id, path in submitted:
+        slurm_log = Path(path)
+        assert slurm_log.name == f"{job_id}.log" and slurm_log.is_file()  # written by Slurm (%j)
+        assert "Finished jobid" in slurm_log.read_text(errors="replace")  # the job's own Snakemake
+    run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
+    listed = slurm_jobs(slurm_env, ids)
+    assert ids[-1] in listed  # the last job finished seconds ago: still listed
+    for job_id, (state, name) in listed.items():
+        assert (state, name) == ("COMPLETED", run_id)
+
+
+def test_outputs_and_counts(tiny_on_slurm):
+    work, proc = tiny_on_slurm
+    assert proc.returncode == 0, tail(proc)
+    table = pd.read_csv(work / "results" / "table1.csv", index_col=0)
+    assert {"demo (spotted)", "demo (ground truth)"} <= set(table.columns)
+    for col in table.columns:
+        t = table[col]
+        assert t["Samples in"] == t["Samples processed"] + t["Samples skipped"]
+        assert t["Samples in"] == 24  # tiny.yaml: 2 shards x 12 samples
+    for stage in ("samples", "spot", "match"):
+        assert sorted(p.name for p in (work / "results" / "demo" / stage).glob("*.parquet")) == [
+            "p00000.parquet", "p00001.parquet"]
+
+
+def test_failing_job_fails_the_run(slurm_env, tmp_path):
+    """A truncated shard stops its ingest job inside Slurm; Snakemake retries it once (the
+    profile's `retries: 1`) and then exits non-zero without writing the table."""
+    good = image_bytes(size=(96, 64))
+    shard = Path(write_tar(tmp_path / "bad-000.tar", [
+        ("a.jpg", good), ("a.txt", b"a red square"), ("b.jpg", good), ("b.txt", b"a blue circle"),
+    ]))
+    shard.write_bytes(shard.read_bytes()[:1500])  # cut inside a.jpg
+    cfg = tiny_config()
+    cfg["datasets"] = {"bad": {"shards": str(shard), "shards_per_part": 1}}
+    write_config(tmp_path, cfg)
+
+    proc = run_profile(slurm_env, tmp_path, "results/table1.csv")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, tail(proc)
+    submitted = SUBMITTED.findall(log)
+    assert len(submitted) == 2, log[-6000:]  # the first attempt and its one retry
+    assert all("group_part" in path for _, path in submitted)
+    assert "Error in group part" in log and "Error in rule ingest" in log, log[-6000:]
+    assert "Trying to restart job" in log
+    for _, path in submitted:
+        slurm_log = Path(path).read_text(errors="replace")  # Slurm's log of a failed job is kept
+        assert "ShardError" in slurm_log and "bad-000.tar" in slurm_log
+    ingest_log = (tmp_path / "logs" / "ingest" / "bad" / "p00000.log").read_text(errors="replace")
+    assert "bad-000.tar" in ingest_log
+    assert not (tmp_path / "results" / "table1.csv").exists()
+    assert not (tmp_path / "results" / "bad" / "samples" / "p00000.parquet").exists()
+    for state, _ in slurm_jobs(slurm_env, [i for i, _ in submitted]).values():
+        assert state == "FAILED"
