@@ -2,7 +2,7 @@
 # Selection (keys only) and materialising (copying samples into shards) are separate jobs, as in
 # DataComp: criteria can be inspected, and changed, without copying images.
 
-from parrotscope.curate import SIZES_FILE, check_curate, curate_scorer, shard_names, subset_wildcard
+from parrotscope.curate import SIZES_FILE, check_curate, curate_scorer, shard_names, subset_size, subset_wildcard
 
 check_curate(config)
 CURATE_SUBSET = subset_wildcard(config["curate"]["subsets"])
@@ -18,7 +18,7 @@ rule curate_select:
         subset=CURATE_SUBSET,
     params:
         conditions=lambda w: config["curate"]["subsets"][w.subset],
-        size=config["curate"]["size"],
+        size=lambda w: subset_size(config, w.subset),
         seed=config["curate"]["seed"],
         scorer=curate_scorer(config),
         code=code_version("curate"),

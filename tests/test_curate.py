@@ -322,3 +322,13 @@ def test_output_tars_carry_no_time_or_owner(source, tmp_path):
     materialise_subset(keys_table(["a0", "b0"], shards), shards, tmp_path / "o", 1)
     with tarfile.open(tmp_path / "o" / "00000.tar") as tar:
         assert {(m.mtime, m.uid, m.uname) for m in tar.getmembers()} == {(0, 0, "")}
+
+
+def test_subset_size_follows_its_table():
+    from parrotscope.curate import subset_size
+
+    cfg = {"curate": {"size": 60, "table_sizes": {"table3": 1000},
+                      "tables": {"table3": ["random", "no_text"], "table5": ["rsa_ge_0.3"]}}}
+    assert subset_size(cfg, "no_text") == 1000
+    assert subset_size(cfg, "rsa_ge_0.3") == 60
+    assert subset_size(cfg, "not_in_a_table") == 60

@@ -533,6 +533,16 @@ def subset_wildcard(names: Iterable[str]) -> str:
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
+def subset_size(config: Mapping, subset: str) -> int:
+    """The size of a subset: that of the first curation table listing it (``curate.table_sizes``),
+    else ``curate.size``. Subsets of one table always share a size, as the paper's do."""
+    cur = config["curate"]
+    for table, names in (cur.get("tables") or {}).items():
+        if subset in names and table in (cur.get("table_sizes") or {}):
+            return int(cur["table_sizes"][table])
+    return int(cur["size"])
+
+
 def check_curate(config: Mapping) -> None:
     """Relations the schema cannot express: names, conditions, scorer, table membership, sizes."""
     cur = config.get("curate") or {}
@@ -550,7 +560,12 @@ def check_curate(config: Mapping) -> None:
         unknown = [n for n in names if n not in subsets]
         if unknown:
             raise CurateError(f"config curate.tables.{table}: subset(s) {unknown} are not in curate.subsets")
-    size, n_shards = cur.get("size"), cur.get("n_shards")
+    for table in cur.get("table_sizes") or {}:
+        if table not in (cur.get("tables") or {}):
+            raise CurateError(f"config curate.table_sizes.{table}: not a table of curate.tables")
+    n_shards = cur.get("n_shards")
+    sizes = [cur.get("size"), *(cur.get("table_sizes") or {}).values()]
+    size = min((s for s in sizes if s is not None), default=None)
     if size is not None and n_shards is not None and n_shards > size:
         raise CurateError(f"config curate.n_shards ({n_shards}) exceeds curate.size ({size}): "
                           f"a shard would be empty")
