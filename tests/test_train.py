@@ -180,3 +180,13 @@ def test_foreign_directory_is_never_cleared(tmp_path, shards):
         train_clip(shards, 64, "tiny-rn", TINY, str(precious.parent), str(tmp_path / "m.pt"),
                    str(tmp_path / "r.json"), device="cpu", echo=False)
     assert precious.read_text() == "not ours"
+
+
+def test_a_stream_smaller_than_a_batch_is_refused():
+    from parrotscope.train import TrainError, check_batches
+
+    check_batches(64, 64, workers=1, world_size=1)
+    with pytest.raises(TrainError, match="curate.table_sizes"):
+        check_batches(60, 64, workers=1, world_size=1)
+    with pytest.raises(TrainError, match="2 data stream"):
+        check_batches(100, 64, workers=2, world_size=1)

@@ -253,6 +253,22 @@ def plan_workers(n_shards: int, configured: int, world_size: int, resampled: boo
     return max(0, min(configured, n_shards // world_size))
 
 
+def check_batches(n_samples: int, batch_size: int, workers: int, world_size: int) -> None:
+    """Refuse a run whose data streams hold fewer samples than one batch.
+
+    OpenCLIP's webdataset loader drops partial training batches and restarts a stream until it
+    has produced its quota of batches, so a stream smaller than a batch never produces one and
+    the trainer waits forever (seen here: a 60-sample subset with batch 64).
+    """
+    streams = max(1, workers) * world_size
+    if n_samples // streams < batch_size:
+        raise TrainError(
+            f"{n_samples} samples over {streams} data stream(s) give fewer than one batch of "
+            f"{batch_size} per stream, and OpenCLIP's trainer would wait forever. Lower "
+            f"train.hparams.batch_size or workers, or raise the subset's size (curate.size / "
+            f"curate.table_sizes).")
+
+
 def local_url(url: str) -> str:
     """Absolute path for a local shard (the trainer may run elsewhere); URLs and pipes unchanged."""
     if url.startswith("pipe:") or "://" in url:
@@ -411,6 +427,7 @@ def train_clip(train_shards: list[str], n_samples: int, arch: str | dict, hparam
     if not train_shards:
         raise ValueError("no training shards")
     workers = plan_workers(len(train_shards), int(hp["workers"]), gpus, bool(hp["dataset_resampled"]))
+    check_batches(int(n_samples), int(hp["batch_size"]), workers, gpus)
 
     run_path = Path(run_dir)
     prepare_run_dir(run_path, resume)
