@@ -18,5 +18,10 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt
+# The Slurm executor plugin (for `--profile slurm`). 2.8.0 declares numpy>=2.4.5 but uses numpy only
+# in an optional report; OpenCLIP and clip-benchmark need numpy<2.4, so it goes in without deps
+# (all of which requirements.txt already pins).
+.venv/bin/python -m pip install -q --no-deps snakemake-executor-plugin-slurm==2.8.0 \
+  snakemake-executor-plugin-slurm-jobstep==0.6.1
 .venv/bin/python -m pip install -q --no-deps -e .
 .venv/bin/python -c "import parrotscope, torch, open_clip, rapidocr; print('parrotscope setup ok: torch', torch.__version__)"

@@ -14,6 +14,7 @@ every job is a Slurm job that starts its own Snakemake.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -84,6 +85,13 @@ def slurm_jobs(env: dict, ids: list[str]) -> dict[str, tuple[str, str]]:
     return {i: (state, name) for i, state, name in (line.split("|") for line in out.split())}
 
 
+def demo_size() -> tuple[int, int]:
+    """Shards and parts of the tiny config's demo dataset."""
+    demo = tiny_config()["datasets"]["demo"]
+    n_shards = demo["generator"]["n_shards"]
+    return n_shards, math.ceil(n_shards / demo.get("shards_per_part", 10))  # schema default
+
+
 def tail(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
 
@@ -113,11 +121,14 @@ def test_profile_runs_the_dag_through_slurm(slurm_env, tiny_on_slurm):
     assert proc.returncode == 0, tail(proc)
     log = proc.stdout + proc.stderr
     submitted = SUBMITTED.findall(log)
-    # demo_shard x2, one group job for ingest -> spot -> match of both parts, parts, table1.
-    assert len(submitted) == 5, log[-6000:]
+    n_shards, n_parts = demo_size()
+    # The per-part rules ingest -> spot -> match ran as grouped Slurm jobs (group `part`), several
+    # parts per job (the profile's group-components).
+    n_groups = math.ceil(n_parts / PROFILE["group-components"]["part"])
+    assert sum("group_part" in path for _, path in submitted) == n_groups
+    # One job per demo shard, the grouped jobs, then `parts` and `table1`.
+    assert len(submitted) == n_shards + n_groups + 2, log[-6000:]
     ids = [i for i, _ in submitted]
-    # The per-part rules ran as one grouped Slurm job (group `part`, group-components part=2).
-    assert sum("group_part" in path for _, path in submitted) == 1
     for job_id, path in submitted:
         slurm_log = Path(path)
         assert slurm_log.name == f"{job_id}.log" and slurm_log.is_file()  # written by Slurm (%j)
@@ -134,13 +145,15 @@ def test_outputs_and_counts(tiny_on_slurm):
     assert proc.returncode == 0, tail(proc)
     table = pd.read_csv(work / "results" / "table1.csv", index_col=0)
     assert {"demo (spotted)", "demo (ground truth)"} <= set(table.columns)
-    for col in table.columns:
+    generator = tiny_config()["datasets"]["demo"]["generator"]
+    n_shards, n_parts = demo_size()
+    for col in ("demo (spotted)", "demo (ground truth)"):
         t = table[col]
         assert t["Samples in"] == t["Samples processed"] + t["Samples skipped"]
-        assert t["Samples in"] == 24  # tiny.yaml: 2 shards x 12 samples
+        assert t["Samples in"] == n_shards * generator["samples_per_shard"]
+    parts = [f"p{i:05d}.parquet" for i in range(n_parts)]
     for stage in ("samples", "spot", "match"):
-        assert sorted(p.name for p in (work / "results" / "demo" / stage).glob("*.parquet")) == [
-            "p00000.parquet", "p00001.parquet"]
+        assert sorted(p.name for p in (work / "results" / "demo" / stage).glob("*.parquet")) == parts
 
 
 def test_failing_job_fails_the_run(slurm_env, tmp_path):
