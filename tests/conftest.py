@@ -38,3 +38,15 @@ def make_tar(tmp_path):
         return write_tar(tmp_path / name, members)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests: on 2 shared cores OpenMP's spin-waiting made 2 threads
+    up to 40x slower than 1 whenever another process held a core; these tests check values."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

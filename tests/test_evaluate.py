@@ -24,12 +24,8 @@ COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """2 shared cores: OpenMP spin-waiting makes 2 threads far slower whenever the other core is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test of this module runs with one torch thread (see conftest)."""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,13 +20,8 @@ CAPTIONS = ["a red square", "sale", "a photo of a parrot", "coffee shop open", "
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On a shared 2-core machine OpenMP's spin-waiting makes 2 threads up to 40x slower than 1
-    whenever another process holds a core; these tests check values, not speed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test of this module runs with one torch thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

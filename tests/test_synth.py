@@ -26,12 +26,8 @@ GRAMS = ["sale", "open", "coffee", "parrot", "hello world"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """OpenMP spin-waiting makes 2 threads far slower than 1 on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test of this module runs with one torch thread (see conftest)."""
 
 
 def vocab_frame(grams, counts=None):

@@ -58,16 +58,14 @@ import io
 import json
 import math
 import os
-import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from parrotscope.io import atomic_path, write_text
+from parrotscope.io import atomic_dir, atomic_path, write_text
 
 FONT_DIR = "/usr/share/fonts/truetype"
 
@@ -1009,10 +1007,7 @@ def write_eval_set(cfg: dict, kind: str, out_dir: str) -> dict:
     per_shard = int(cfg["eval_samples_per_shard"])
     n_shards = max(1, math.ceil(len(labels) / per_shard))
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp_dir:
         (tmp_dir / "test").mkdir()
         for s in range(n_shards):
             with atomic_path(tmp_dir / "test" / f"{s}.tar", suffix=".tar") as tmp:
@@ -1044,13 +1039,6 @@ def write_eval_set(cfg: dict, kind: str, out_dir: str) -> dict:
             "classification\n" if kind == "concepts" else "retrieval\n",
             tmp_dir / "dataset_type.txt",
         )
-        tmp_dir.chmod(0o755)  # mkdtemp makes it private; the renamed result should not be
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return {
         "kind": kind,
         "path": str(out_dir),

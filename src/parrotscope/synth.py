@@ -47,14 +47,11 @@ Measures (per model)
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import shutil
 import sys
 import tarfile
-import tempfile
 import time
 from collections import Counter
 from functools import lru_cache
@@ -66,7 +63,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from .io import KEY, atomic_path, read_json, read_parquet, write_json, write_parquet
+from .io import KEY, atomic_dir, atomic_path, read_json, read_parquet, write_json, write_parquet
 from .match import Normalisation, normalise_word
 
 # torch is imported where models run: the vocabulary, rendering and figure jobs do without it.
@@ -230,22 +227,6 @@ def render_gram(text: str, style: str | tuple, font_path: str, size: int = 224, 
     image = Image.new("RGB", (size, size), background)
     ImageDraw.Draw(image).text(text_origin(text, font, size), text, font=font, fill=fill)
     return image
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; it replaces ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
