@@ -12,7 +12,9 @@ rule train:
         results="results/models/{dataset}/{subset}/{arch}/results.json",
     params:
         arch=lambda w: train_arch(w.arch),
-        hparams=config["train"]["hparams"],
+        # The reference CLIP (subset `pool`, a scorer) has its own settings: an experiment on the
+        # subsets must not change the instrument that scored and selected them.
+        hparams=lambda w: config["train"]["reference_hparams" if w.subset == "pool" else "hparams"],
         seed=config["train"]["seed"],
         device=config["train"]["device"],
         run_dir=lambda w: f"results/models/{w.dataset}/{w.subset}/{w.arch}/run",
