@@ -550,7 +550,8 @@ def plot_sync_scores(results: dict[str, dict], out_png: str | os.PathLike) -> No
     plt = _pyplot()
     labels = list(results)
     x = np.arange(len(labels))
-    fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.2 * len(labels) * 3), 3.8))
+    # Panels stacked, one bar per model: readable from a handful of models to the 18 of Tables 3-6.
+    fig, axes = plt.subplots(3, 1, figsize=(max(6.0, 0.45 * len(labels) + 2.0), 10), sharex=True)
     panels = (("sync_score_mean", "sync_score_std", "Sync. Score (mean ± std)"),
               ("sync_gap_mean", "sync_gap_std", "Sync gap (mean ± std)"),
               ("word_accuracy", None, "Word zero-shot accuracy"))
@@ -558,7 +559,7 @@ def plot_sync_scores(results: dict[str, dict], out_png: str | os.PathLike) -> No
         values = [_number(results[k][mean]) for k in labels]
         errors = [_number(results[k][std]) for k in labels] if std else None
         ax.bar(x, values, yerr=errors, capsize=3, color="tab:blue")
-        ax.set_xticks(x, labels, rotation=30, ha="right")
+        ax.set_xticks(x, labels, rotation=45, ha="right")
         ax.set(title=title, ylabel=title.split(" (")[0])
         ax.axhline(0, color="black", lw=0.6)
         ax.grid(axis="y", alpha=0.3)
