@@ -46,7 +46,7 @@ from parrotscope.score import Scorer, score_table
 from parrotscope.shards import iter_shard
 from parrotscope.train import build_model
 
-from benchdoc import write_section
+from benchdoc import add_common_arguments, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "score"
@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-large", type=int, default=64, help="images for 224 px archs (default 64)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--shards", default=str(ROOT / "results/demo/shards/*.tar"))
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/BENCHMARKS.md")
-    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    add_common_arguments(parser, ROOT)
     args = parser.parse_args(argv)
 
     load = os.getloadavg()[0]

@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from parrotscope.spot import RapidOCRSpotter, spot_table
 
-from benchdoc import write_section
+from benchdoc import add_common_arguments, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 FONTS = [
@@ -281,10 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-large", type=int, default=15, help="number of 320x240 images (default 15)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1],
                         help="onnxruntime intra-op thread counts to measure (default: 1, as config.yaml)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--shards", default=str(ROOT / "results/demo/shards/*.tar"))
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/BENCHMARKS.md")
-    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    add_common_arguments(parser, ROOT)
     args = parser.parse_args(argv)
 
     load = os.getloadavg()[0]

@@ -19,3 +19,11 @@ def write_section(heading: str, section: str, path: Path) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def add_common_arguments(parser, root: Path) -> None:
+    """The options every benchmark shares: repeats, where the demo shards are, where results go."""
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shards", default=str(root / "results/demo/shards/*.tar"))
+    parser.add_argument("--out", type=Path, default=root / "docs/BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
