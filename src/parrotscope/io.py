@@ -12,7 +12,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 import pandas as pd
 
@@ -112,3 +114,15 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs) -> None:
     """Write a table as CSV atomically (quoting handled by pandas, so any caption text is safe)."""
     with atomic_path(path, suffix=".csv") as tmp:
         df.to_csv(tmp, **kwargs)
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items from a stream (the last one shorter), holding one at a time."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

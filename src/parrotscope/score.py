@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from .io import KEY
+from .io import KEY, batched
 from .devices import resolve_device, set_torch_threads
 from .train import build_model, read_state_dict, resolve_arch
 
@@ -178,21 +178,11 @@ def score_table(scorer: Scorer, items: Iterable[tuple[str, np.ndarray, str]], ba
     """
     keys: list[str] = []
     scores: list[np.ndarray] = []
-    batch: list[tuple[str, np.ndarray, str]] = []
     bar = tqdm(total=total, unit="pair", file=sys.stderr, disable=not progress, desc=f"score {scorer.name}")
-
-    def flush() -> None:
+    for batch in batched(items, batch_size):
         scores.append(clip_scores(scorer, [b[1] for b in batch], [b[2] for b in batch], batch_size))
         keys.extend(b[0] for b in batch)
         bar.update(len(batch))
-        batch.clear()
-
-    for item in items:
-        batch.append(item)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
     bar.close()
     s = np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
     return pd.DataFrame({KEY: pd.Series(keys, dtype=object), "s": s})

@@ -63,7 +63,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from .io import KEY, atomic_dir, atomic_path, read_json, read_parquet, write_json, write_parquet
+from .io import KEY, atomic_dir, atomic_path, batched, read_json, read_parquet, write_json, write_parquet
 from .match import Normalisation, normalise_word
 
 # torch is imported where models run: the vocabulary, rendering and figure jobs do without it.
@@ -371,21 +371,11 @@ def score_benchmark(scorer, bench_dir: str | os.PathLike, batch_size: int = 64, 
     bar = tqdm(total=len(manifest), unit="img", file=sys.stderr, disable=not progress, desc=f"sync {scorer.name}",
                mininterval=10)
     for shard, style in manifest[["shard", "style"]].drop_duplicates().itertuples(index=False):
-        batch: list[tuple[int, Image.Image]] = []
-
-        def flush() -> None:
+        for batch in batched(iter_shard_images(bench_dir / shard), batch_size):
             ids = torch.tensor([b[0] for b in batch], device=text_emb.device)
             m = similarity_measures(embed_images(scorer, [b[1] for b in batch]), text_emb, ids)
             measured.append(pd.DataFrame({"style": style, "gram_id": ids.cpu().numpy(), **m}))
             bar.update(len(batch))
-            batch.clear()
-
-        for item in iter_shard_images(bench_dir / shard):
-            batch.append(item)
-            if len(batch) == batch_size:
-                flush()
-        if batch:
-            flush()
     bar.close()
     scores = pd.concat(measured, ignore_index=True)
     frame = manifest.merge(scores, on=["style", "gram_id"], how="left", validate="one_to_one")
