@@ -265,6 +265,20 @@ def paste_inside(original: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> 
     return out
 
 
+def torch_placement(options: dict) -> str:
+    """Take the torch backends' shared options out of ``options``: apply ``threads`` (torch CPU
+    threads; 0 = torch's default) and return the resolved ``device`` (auto = CUDA when present)."""
+    device = resolve_device(options.pop("device", "auto"))
+    set_torch_threads(options.pop("threads", 0))
+    return device
+
+
+def refuse_unknown(options: dict, method: str) -> None:
+    """Options left after a backend took its own are typos: say which, naming the config section."""
+    if options:
+        raise ValueError(f"inpaint.{method}: unknown options {sorted(options)}")
+
+
 class TeleaInpainter(Inpainter):
     """OpenCV's fast marching method (Telea 2004): the paper's text removal.
 
@@ -276,8 +290,7 @@ class TeleaInpainter(Inpainter):
     def __init__(self, options: Mapping[str, Any] | None = None):
         options = dict(options or {})
         self.radius = float(options.pop("radius", 3))
-        if options:
-            raise ValueError(f"inpaint.telea: unknown options {sorted(options)}")
+        refuse_unknown(options, "telea")
         if self.radius <= 0:
             raise ValueError(f"inpaint.telea.radius must be > 0, got {self.radius}")
 
@@ -326,10 +339,8 @@ class LamaInpainter(Inpainter):
 
         options = dict(options or {})
         checkpoint = options.pop("checkpoint", None)
-        self.device = resolve_device(options.pop("device", "auto"))
-        set_torch_threads(options.pop("threads", 0))
-        if options:
-            raise ValueError(f"inpaint.lama: unknown options {sorted(options)}")
+        self.device = torch_placement(options)
+        refuse_unknown(options, "lama")
         if not checkpoint:
             raise ValueError("inpaint.lama.checkpoint is not set: give the path to a TorchScript "
                              "big-lama.pt file (this workflow never downloads models)")
@@ -397,11 +408,9 @@ class StableDiffusionInpainter(Inpainter):
         self.guidance = float(options.pop("guidance", 7.5))
         self.resolution = int(options.pop("resolution", 512))
         self.seed = int(options.pop("seed", 0))
-        self.device = resolve_device(options.pop("device", "auto"))
         dtype = options.pop("dtype", "auto")
-        set_torch_threads(options.pop("threads", 0))
-        if options:
-            raise ValueError(f"inpaint.sd: unknown options {sorted(options)}")
+        self.device = torch_placement(options)
+        refuse_unknown(options, "sd")
         if not model:
             raise ValueError("inpaint.sd.model is not set: give a local directory holding a "
                              "StableDiffusionInpaintPipeline (save_pretrained layout)")
