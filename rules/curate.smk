@@ -2,15 +2,22 @@
 # Selection (keys only) and materialising (copying samples into shards) are separate jobs, as in
 # DataComp: criteria can be inspected, and changed, without copying images.
 
-from parrotscope.curate import SIZES_FILE, check_curate, curate_scorer, shard_names, subset_size, subset_wildcard
+from parrotscope.curate import (SIZES_FILE, check_curate, curate_scorer, needs_scores, shard_names, subset_size,
+                                subset_wildcard)
 
 check_curate(config)
 CURATE_SUBSET = subset_wildcard(config["curate"]["subsets"])
 
 
+def curate_index(wildcards):
+    """The full parrot index for criteria on CLIP scores, else the text-only index (no scoring)."""
+    scored = needs_scores(config["curate"]["subsets"][wildcards.subset], config["score"]["scorers"])
+    return f"results/{wildcards.dataset}/{'index' if scored else 'index_text'}.parquet"
+
+
 rule curate_select:
     input:
-        index="results/{dataset}/index.parquet",
+        index=curate_index,
     output:
         key_table="results/{dataset}/subsets/{subset}/keys.parquet",
         stats="results/{dataset}/subsets/{subset}/stats.json",

@@ -14,7 +14,8 @@ def synth_eval_path(dataset, model, source, n, ext):
 
 rule synth_vocab:
     input:
-        index="results/{dataset}/index.parquet",
+        # Captions and Co-Emb. words only: the text index, so the benchmark needs no scoring.
+        index="results/{dataset}/index_text.parquet",
     output:
         "results/synth/{dataset}/{source}_{n}gram.parquet",
     params:

@@ -17,6 +17,7 @@ from parrotscope.curate import (
     SubsetTooSmall,
     check_curate,
     materialise_subset,
+    needs_scores,
     run_select,
     select_subset,
 )
@@ -332,3 +333,13 @@ def test_subset_size_follows_its_table():
     assert subset_size(cfg, "no_text") == 1000
     assert subset_size(cfg, "rsa_ge_0.3") == 60
     assert subset_size(cfg, "not_in_a_table") == 60
+
+
+def test_only_score_criteria_need_the_scored_index():
+    scorers = ["ref", "openai"]
+    for name in PAPER_TABLES["table3"] + PAPER_TABLES["table4"]:
+        assert not needs_scores(PAPER_SUBSETS[name], scorers), name
+    for name in PAPER_TABLES["table5"] + PAPER_TABLES["table6"]:
+        assert needs_scores(PAPER_SUBSETS[name], scorers), name
+    assert needs_scores([["openai.s_raw", ">", 0.3]], scorers)
+    assert not needs_scores([["reference_text", "==", True]], scorers)

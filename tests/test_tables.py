@@ -1,9 +1,12 @@
 """Table 1 from fixed per-sample tables: statistics and sample accounting."""
 
+import json
+import math
+
 import pandas as pd
 import pytest
 
-from parrotscope.tables import build_table1, format_table1, table1_stats
+from parrotscope.tables import build_curation_table, build_table1, format_table1, run_curation_table, table1_stats
 
 
 def match_frame():
@@ -89,3 +92,46 @@ def test_table2_rows_from_a_fixed_index(tmp_path):
     out = tmp_path / "fig.png"
     plot_relative_scores(index, ["ref"], str(out))
     assert out.stat().st_size > 5000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def _eval(imagenet, retrieval, average):
+    return {"groups": {"ImageNet": {"value": imagenet}, "Retrieval": {"value": retrieval},
+                       "Average": {"value": average}}}
+
+
+def _sync(mean, std, gap, acc):
+    return {"sync_score_mean": mean, "sync_score_std": std, "sync_gap_mean": gap, "word_accuracy": acc}
+
+
+def test_curation_table_from_fixed_evaluation_files(tmp_path):
+    subsets, archs = ["no_text", "text_only"], ["tiny-rn", "tiny-vit"]
+    evals = [_eval(0.8, 0.5, 0.65), _eval(0.7, 0.4, 0.55), _eval(0.3, 0.2, 0.25), _eval(None, 0.1, 0.1)]
+    syncs = [_sync(0.2, 0.1, 0.01, 0.05), _sync(0.3, 0.1, 0.02, 0.06),
+             _sync(0.6, 0.2, 0.3, 0.45), _sync(0.5, 0.2, 0.2, 0.4)]
+    stats = [{"n_selected": 100, "n_eligible": 900, "mean_s_raw": None},
+             {"n_selected": 100, "n_eligible": 400, "mean_s_raw": None}]
+    paths = {}
+    for kind, items in {"eval": evals, "sync": syncs, "stats": stats}.items():
+        paths[kind] = []
+        for i, item in enumerate(items):
+            path = tmp_path / f"{kind}{i}.json"
+            path.write_text(json.dumps(item))
+            paths[kind].append(str(path))
+    out = tmp_path / "table.csv"
+    run_curation_table(subsets, archs, paths["eval"], paths["sync"], paths["stats"], str(out), 3)
+    table = pd.read_csv(out, index_col="subset")
+    assert list(table.index) == subsets
+    assert "Avg. S(raw)" not in table.columns  # no subset read a score
+    assert table.loc["no_text", "tiny-rn IN"] == 0.8
+    assert table.loc["no_text", "tiny-vit Ret."] == 0.4
+    assert table.loc["text_only", "tiny-rn word acc."] == 0.45
+    assert table.loc["text_only", "tiny-vit sync gap"] == 0.2
+    assert math.isnan(table.loc["text_only", "tiny-vit IN"])
+    assert table.loc["text_only", "eligible"] == 400
+
+
+def test_curation_table_keeps_mean_score_when_subsets_read_scores():
+    stats = [{"n_selected": 5, "n_eligible": 9, "mean_s_raw": 0.31}]
+    table = build_curation_table(["rsa_ge_0.3"], ["tiny-rn"], [_eval(0.1, 0.1, 0.1)],
+                                 [_sync(0.1, 0.1, 0.1, 0.1)], stats)
+    assert table.loc["rsa_ge_0.3", "Avg. S(raw)"] == 0.31

@@ -518,6 +518,17 @@ def run_materialise(keys_path: str, shards: Sequence[str], out_dir: str, n_shard
 # --- configuration -----------------------------------------------------------------------------
 
 
+def needs_scores(conditions: Iterable[Sequence[Any]], scorers: Iterable[str]) -> bool:
+    """Whether a subset's conditions read a scorer's columns (``{scorer}.rsa``, ``ref.s_raw``).
+
+    Subsets that do not are selected from the text-only index, so Curation I-II (Tables 3-4) do
+    not wait for inpainting and scoring.
+    """
+    prefixes = tuple(f"{s}." for s in scorers)
+    return any(SCORER_PLACEHOLDER in str(c[0]) or str(c[0]).startswith(prefixes)
+               for c in conditions or [] if isinstance(c, (list, tuple)) and c)
+
+
 def curate_scorer(config: Mapping) -> str | None:
     """``curate.scorer``, or by default the first configured scorer."""
     chosen = (config.get("curate") or {}).get("scorer")

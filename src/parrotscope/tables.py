@@ -222,6 +222,8 @@ def build_curation_table(subsets: list[str], archs: list[str], evals: list[dict]
         rows[subset] = curation_row(dict(zip(archs, evals[own])), dict(zip(archs, syncs[own])), stats[i])
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "subset"
+    if table["Avg. S(raw)"].isna().all():  # criteria on text only (Tables 3-4): no scores read
+        table = table.drop(columns="Avg. S(raw)")
     return table
 
 
