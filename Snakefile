@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
@@ -22,6 +25,12 @@ include: "rules/index.smk"
 include: "rules/curate.smk"
 include: "rules/tables.smk"
 include: "rules/synth.smk"
+include: "rules/embed.smk"
+include: "rules/cluster.smk"
+include: "rules/figures.smk"
+include: "rules/report.smk"
+include: "rules/filters.smk"
+include: "rules/str.smk"
 
 
 rule all:

@@ -21,9 +21,11 @@ def write_section(heading: str, section: str, path: Path) -> None:
     path.write_text(text)
 
 
-def add_common_arguments(parser, root: Path) -> None:
-    """The options every benchmark shares: repeats, where the demo shards are, where results go."""
+def add_common_arguments(parser, root: Path, shards: bool = True) -> None:
+    """The options every benchmark shares: repeats, where the demo shards are (``shards=False``
+    for a benchmark that reads none), where results go."""
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--shards", default=str(root / "results/demo/shards/*.tar"))
+    if shards:
+        parser.add_argument("--shards", default=str(root / "results/demo/shards/*.tar"))
     parser.add_argument("--out", type=Path, default=root / "docs/BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print the table only")

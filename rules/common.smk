@@ -8,11 +8,14 @@ import re
 from functools import cache
 from pathlib import Path
 
+import yaml
 from snakemake.utils import validate
 
-from parrotscope.config import check_config
+from parrotscope.config import check_config, check_schema
 from parrotscope.shards import expand_shards
 
+# First a one-line error naming the key and what it expects; Snakemake's validation fills defaults.
+check_schema(config, yaml.safe_load((Path(workflow.basedir) / "schemas" / "config.schema.yaml").read_text()))
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 check_config(config)
 
@@ -66,8 +69,19 @@ def is_local(url):
     return not (url.startswith("pipe:") or "://" in url)
 
 
+def tracks_shards(dataset):
+    """Whether the dataset's shard files are inputs: always for generated shards (made by a job),
+    else `datasets.<name>.track_shards`. Each listed shard costs planning time (bench/bench_plan.py)."""
+    return is_generated(dataset) or dataset_config(dataset)["track_shards"]
+
+
 def part_shard_files(wildcards):
-    """The part's shards that are local files: inputs, so Snakemake knows when they change."""
+    """The part's shards that are local files: inputs of `ingest`, so Snakemake knows when they
+    change. Only ingest needs them: later per-part stages get the URLs as params and depend on the
+    part's samples table, which is rewritten when a shard changes. Every shard listed again by
+    each later stage multiplies planning time at LAION-2B size (bench/bench_plan.py)."""
+    if not tracks_shards(wildcards.dataset):
+        return []
     return [s for s in part_shards(wildcards) if is_local(s)]
 
 
@@ -120,7 +134,10 @@ def check_local_shards():
             )
 
 
-check_local_shards()
+# Jobs (a Slurm job, a group) parse the Snakefile again: the planner has checked already, and 230k
+# stat calls per job on a shared file system are slow.
+if workflow.is_main_process:
+    check_local_shards()
 
 
 MASK_KINDS = ("all", "co", "rand_all", "rand_co")
@@ -132,9 +149,11 @@ def train_arch(name):
 
 
 def train_shards(wildcards):
-    """Shards a model trains on: the whole dataset for subset `pool`, else the subset's shards."""
+    """Shards a model trains on, as inputs: a subset's shards. None for subset `pool` (the whole
+    dataset): its job reads them from parts.json (train_counts), because ~230k shard inputs make
+    planning quadratic (bench/bench_plan.py)."""
     if wildcards.subset == "pool":
-        return part_shard_files_of(wildcards.dataset)
+        return []
     from parrotscope.curate import shard_names
 
     return [f"results/{wildcards.dataset}/subsets/{wildcards.subset}/shards/{name}"
@@ -149,6 +168,9 @@ def train_counts(wildcards):
 
 
 def part_shard_files_of(dataset):
+    """Every local shard of the dataset, as inputs (none when its shards are not tracked)."""
+    if not tracks_shards(dataset):
+        return []
     return [s for s in dataset_shards(dataset) if is_local(s)]
 
 
@@ -204,4 +226,18 @@ def curation_table_inputs(wildcards):
 
 def default_targets():
     tables = [f"results/{t}.csv" for t in config["curate"]["tables"]]
-    return ["results/table1.csv", "results/table2.csv", *tables, "results/figures/fig8_sync_trained.png"]
+    return ["results/table1.csv", "results/table2.csv", *tables, "results/figures/fig8_sync_trained.png",
+            *PROFILE_FIGURES, *report_targets()]
+
+
+# The data-profile figures (rules/figures.smk): Figs. 1, 3a-b, 4a-c, 5 (left) and the cluster profile.
+PROFILE_FIGURES = [
+    "results/cluster_profile.csv",
+    "results/figures/fig1_top_score_pairs.png",
+    "results/figures/fig3a_cluster_text_share.png",
+    "results/figures/fig3b_text_heavy_clusters.png",
+    "results/figures/fig4a_word_counts.png",
+    "results/figures/fig4b_area_vs_score.png",
+    "results/figures/fig4c_size_vs_parrot.png",
+    "results/figures/fig5_cluster_removal_scores.png",
+]

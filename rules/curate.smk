@@ -4,9 +4,12 @@
 
 from parrotscope.curate import (SIZES_FILE, check_curate, curate_scorer, needs_scores, shard_names, subset_size,
                                 subset_wildcard)
+from parrotscope.filters import filter_subsets
 
 check_curate(config)
 CURATE_SUBSET = subset_wildcard(config["curate"]["subsets"])
+# Subsets materialised here: the curated ones and those the filters stage selects (rules/filters.smk).
+SHARDED_SUBSET = subset_wildcard([*config["curate"]["subsets"], *filter_subsets(config)])
 
 
 def curate_index(wildcards):
@@ -44,17 +47,18 @@ rule curate_select:
 rule curate_shards:
     input:
         key_table="results/{dataset}/subsets/{subset}/keys.parquet",
-        shards=lambda w: part_shard_files_of(w.dataset),
+        # The dataset's shards are read from parts.json, not listed as inputs: with ~230k shards,
+        # every subset job listing them all makes planning quadratic (bench/bench_plan.py).
+        parts="results/{dataset}/parts.json",
     output:
         shards=[f"results/{{dataset}}/subsets/{{subset}}/shards/{name}"
                 for name in shard_names(config["curate"]["n_shards"])],
         sizes=f"results/{{dataset}}/subsets/{{subset}}/shards/{SIZES_FILE}",
     wildcard_constraints:
-        subset=CURATE_SUBSET,
+        subset=SHARDED_SUBSET,
     params:
-        shards=lambda w: list(dataset_shards(w.dataset)),
         n_shards=config["curate"]["n_shards"],
-        code=code_version("curate", "shards"),
+        code=code_version("curate", "shards", "ingest"),
     log:
         "logs/curate/{dataset}/{subset}.shards.log",
     benchmark:

@@ -39,10 +39,10 @@ rule evaluate:
 
 rule evaluate_sync:
     # The synthetic-text measures of a trained CLIP (Sync. Score, sync gap, word zero-shot
-    # accuracy) on the 1-gram caption vocabulary of its dataset, the benchmark of Fig. 8.
+    # accuracy) on a 1-gram vocabulary of its dataset (`synth.sync_source`), the benchmark of Fig. 8.
     input:
         checkpoint="results/models/{dataset}/{subset}/{arch}/checkpoint.pt",
-        benchmark="results/synth/{dataset}/caption_1gram",
+        benchmark=f"results/synth/{{dataset}}/{config['synth']['sync_source']}_1gram",
     output:
         json="results/eval/{dataset}/{subset}/{arch}/sync.json",
         table="results/eval/{dataset}/{subset}/{arch}/sync.parquet",

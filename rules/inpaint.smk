@@ -7,7 +7,6 @@ rule inpaint:
     input:
         spot="results/{dataset}/spot/{part}.parquet",
         match="results/{dataset}/match/{part}.parquet",
-        shards=part_shard_files,
     output:
         tar="results/{dataset}/inpaint/{method}/{mask}/{part}.tar",
         counts="results/{dataset}/inpaint/{method}/{mask}/{part}.counts.json",

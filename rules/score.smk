@@ -5,7 +5,6 @@ rule score:
     input:
         unpack(score_inputs),
         samples="results/{dataset}/samples/{part}.parquet",
-        shards=part_shard_files,
     output:
         "results/{dataset}/score/{scorer}/{part}.parquet",
     params:

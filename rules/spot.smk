@@ -4,7 +4,6 @@
 rule spot:
     input:
         samples="results/{dataset}/samples/{part}.parquet",
-        shards=part_shard_files,
     output:
         "results/{dataset}/spot/{part}.parquet",
     params:

@@ -30,7 +30,7 @@ rule synth_vocab:
     benchmark:
         "benchmarks/synth/{dataset}/vocab_{source}_{n}gram.tsv"
     conda:
-        "../envs/core.yaml"
+        "../envs/torch.yaml"
     script:
         "../scripts/synth_vocab.py"
 
@@ -98,8 +98,10 @@ rule synth_figures:
                           for s in config["synth"]["sources"] for n in config["synth"]["ngrams"]],
         metrics=lambda w: [synth_eval_path(w.dataset, m, "caption", 1, "json") for m in synth_models()],
     output:
-        curves="results/figures/fig6_7_synth_{dataset}.png",
-        bars="results/figures/fig8_synth_{dataset}.png",
+        curves=report("results/figures/fig6_7_synth_{dataset}.png", caption="../report/synth_figures.rst",
+                      category="Synthetic text (Sec. 5)"),
+        bars=report("results/figures/fig8_synth_{dataset}.png", caption="../report/synth_figures.rst",
+                    category="Synthetic text (Sec. 5)"),
     params:
         tables=lambda w: {f"{m} {s} {n}-gram": synth_eval_path(w.dataset, m, s, n, "parquet") for m in synth_models()
                           for s in config["synth"]["sources"] for n in config["synth"]["ngrams"]},
@@ -111,6 +113,6 @@ rule synth_figures:
     benchmark:
         "benchmarks/synth/{dataset}/figures.tsv"
     conda:
-        "../envs/core.yaml"
+        "../envs/torch.yaml"
     script:
         "../scripts/synth_figures.py"

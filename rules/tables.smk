@@ -27,7 +27,8 @@ rule table2:
         index=lambda w: f"results/{config['study_dataset']}/index.parquet",
     output:
         table="results/table2.csv",
-        figure="results/figures/fig5_relative_scores.png",
+        figure=report("results/figures/fig5_relative_scores.png", caption="../report/fig5_right.rst",
+                      category="Text removal (Sec. 4)", subcategory="Figures"),
     params:
         scorers=list(config["score"]["scorers"]),
         decimals=config["tables"]["decimals"],
@@ -72,7 +73,8 @@ rule fig8:
         sync=lambda w: [curation_eval_path(s, a, "sync.json") for s in curated_subsets()
                         for a in config["train"]["models"]],
     output:
-        "results/figures/fig8_sync_trained.png",
+        report("results/figures/fig8_sync_trained.png", caption="../report/fig8.rst",
+               category="Trained CLIPs (Sec. 6)"),
     params:
         labels=[f"{s} {a}" for s in curated_subsets() for a in config["train"]["models"]],
         code=code_version("synth"),
@@ -81,6 +83,6 @@ rule fig8:
     benchmark:
         "benchmarks/tables/fig8.tsv"
     conda:
-        "../envs/core.yaml"
+        "../envs/torch.yaml"
     script:
         "../scripts/fig8.py"

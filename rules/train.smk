@@ -18,7 +18,9 @@ rule train:
         seed=config["train"]["seed"],
         device=config["train"]["device"],
         run_dir=lambda w: f"results/models/{w.dataset}/{w.subset}/{w.arch}/run",
-        code=code_version("train"),
+        # The pool's shards come from parts.json (see train_shards in common.smk).
+        shards_from_parts=lambda w: w.subset == "pool",
+        code=code_version("train", "ingest", "openclip_main"),  # the trainer runs as openclip_main
     threads: config["train"]["threads"]
     log:
         "logs/train/{dataset}/{subset}/{arch}.log",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import image_bytes
-from parrotscope.ingest import ingest_part, merge_part_counts, run_ingest
+from parrotscope.ingest import ingest_part, merge_part_counts, read_part_shards, run_ingest, run_parts
 from parrotscope.io import read_json, read_parquet
 from parrotscope.shards import ShardError, check_sample, expand_shards, iter_images, to_rgb, Sample
 
@@ -120,3 +120,15 @@ def test_caption_falls_back_to_json_caption():
     s = Sample("k", "s.tar", {"jpg": GOOD_JPG, "json": json.dumps({"caption": "from json"}).encode()})
     checked, _ = check_sample(s, 10**8)
     assert checked.status == "ok" and checked.caption == "from json"
+
+
+def test_read_part_shards_lists_every_shard_in_part_order(tmp_path):
+    # Part order is parts.json's, not the names' sort order, and non-local URLs are kept.
+    parts = {"p00001": ["b/0.tar", "b/1.tar"], "p00000": ["pipe:cat a/0.tar"]}
+    paths = {}
+    for name, shards in parts.items():
+        paths[name] = tmp_path / f"{name}.counts.json"
+        paths[name].write_text(json.dumps({"shards": shards, "samples_in": 1, "ok": 1, "skipped": 0,
+                                           "skipped_by_reason": {}, "duplicates": []}))
+    run_parts(paths, tmp_path / "parts.json")
+    assert read_part_shards(tmp_path / "parts.json") == ["b/0.tar", "b/1.tar", "pipe:cat a/0.tar"]

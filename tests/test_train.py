@@ -79,8 +79,9 @@ def test_argv_on_gpus_uses_amp_torchrun_and_local_loss():
     assert argv[argv.index("--resume") + 1] == "latest"
     cmd = launch_command(argv, gpus=4)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
-    assert cmd[cmd.index("--nproc_per_node") + 1] == "4" and "open_clip_train.main" in cmd
-    assert launch_command(argv, gpus=1)[:3] == [sys.executable, "-m", "open_clip_train.main"]
+    # OpenCLIP's main behind parrotscope.openclip_main, which seeds its sample shuffle.
+    assert cmd[cmd.index("--nproc_per_node") + 1] == "4" and "parrotscope.openclip_main" in cmd
+    assert launch_command(argv, gpus=1)[:3] == [sys.executable, "-m", "parrotscope.openclip_main"]
 
 
 def test_workers_fit_the_shards():

@@ -1,6 +1,7 @@
 """The DAG end to end on a tiny config: demo data and a user dataset with bad inputs, to Table 1."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -24,8 +25,14 @@ def tiny_run(tmp_path_factory):
     ])
     cfg["datasets"]["mine"] = {"shards": bad_shard, "shards_per_part": 1}
     write_config(work, cfg)
-    snakemake(work, "-c", "2", "results/table1.csv", "results/table2.csv", "results/table3.csv")
+    snakemake(work, "-c", "2", "results/table1.csv", "results/table2.csv", "results/table3.csv", *REPORTED)
     return work
+
+
+# The profiling figures and the report's HTML tables, built by the tiny run for the report test.
+REPORTED = ["results/figures/fig1_top_score_pairs.png", "results/figures/fig3a_cluster_text_share.png",
+            "results/figures/fig4a_word_counts.png", "results/report/table1.html",
+            "results/report/table3.html", "results/report/cluster_profile.html"]
 
 
 def test_table1_reconciles_for_every_dataset(tiny_run):
@@ -124,14 +131,26 @@ def test_a_table_setting_reruns_only_tables(tiny_run):
     assert set(jobs) - {"all"} == {"table1", "table2"}
 
 
-@pytest.mark.parametrize("graph", ["--rulegraph", "--dag", "--filegraph"])
-def test_plan_pictures_are_valid_dot(tiny_run, graph, tmp_path):
-    """The README's plan pictures: each command's output is dot that graphviz renders."""
+def readme_plan_commands() -> list[list[str]]:
+    """The snakemake arguments of the README's `snakemake ... | dot -Tsvg > X.svg` lines."""
+    from workflow import ROOT
+
+    lines = re.findall(r"^snakemake (.*?) \| dot -Tsvg > \S+\.svg", (ROOT / "README.md").read_text(), re.M)
+    return [line.split() for line in lines]
+
+
+def test_readme_shows_every_plan_picture():
+    assert sorted(a for args in readme_plan_commands() for a in args) == ["--dag", "--filegraph", "--rulegraph"]
+
+
+@pytest.mark.parametrize("args", readme_plan_commands(), ids=lambda a: " ".join(a))
+def test_plan_pictures_are_valid_dot(tiny_run, args, tmp_path):
+    """The README's plan pictures, as typed there: stdout is dot (nothing else) that graphviz renders."""
     import shutil
     import subprocess
 
-    out = snakemake(tiny_run, "results/table3.csv", "-n", graph).stdout
-    dot = out[out.index("digraph"):]
+    dot = snakemake(tiny_run, *args).stdout
+    assert dot.startswith("digraph"), dot[:200]
     assert "table1" in dot or "curation_table" in dot
     if shutil.which("dot"):
         svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
@@ -160,3 +179,14 @@ def test_editing_a_stage_module_reruns_that_stage(tiny_run, tmp_path):
     stats = proc.stdout.split("Job stats:", 1)[1]
     assert "match" in stats and "table1" in stats
     assert "spot " not in stats and "ingest" not in stats and "train" not in stats
+
+
+def test_report_gathers_tables_and_figures(tiny_run):
+    """`snakemake --report` builds one self-contained HTML file with the captions and results."""
+    snakemake(tiny_run, "--report", "report.html", *REPORTED)
+    html = (tiny_run / "report.html").read_text()
+    assert len(html) > 100_000
+    for text in ("Fig. 3a", "Fig. 1", "Fig. 4a", "Table 1", "fig3a_cluster_text_share.png", "table1.html",
+                 "cluster_profile.html", "ground truth"):
+        assert text in html, text
+    assert "src=\"http" not in html  # self-contained: nothing fetched when opened

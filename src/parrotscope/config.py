@@ -74,3 +74,89 @@ def check_config(config: dict) -> None:
     fill_derived_defaults(config)
     check_study(config)
     check_scorers(config)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schema errors in plain words
+
+# Schema keywords that state what a value must be, in the order they are worth reading.
+_EXPECTATION_KEYWORDS = ("type", "enum", "const", "minimum", "exclusiveMinimum", "maximum",
+                         "exclusiveMaximum", "minLength", "minItems", "minProperties", "pattern")
+
+
+def config_key(path) -> str:
+    """A config path as a user writes it: ``datasets.demo.shards_per_part``, ``x.items[2]``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def expected_value(schema: dict) -> str:
+    """What a schema accepts, in one phrase: ``integer, minimum 1``; alternatives joined by ``or``."""
+    if "oneOf" in schema or "anyOf" in schema:
+        return " or ".join(expected_value(s) for s in schema.get("oneOf", schema.get("anyOf")))
+    parts = []
+    for keyword in _EXPECTATION_KEYWORDS:
+        if keyword not in schema:
+            continue
+        value = schema[keyword]
+        if keyword == "type":
+            parts.append(" or ".join(value) if isinstance(value, list) else value)
+        elif keyword == "enum":
+            parts.append("one of " + ", ".join(repr(v) for v in value))
+        else:
+            parts.append(f"{keyword} {value!r}")
+    return ", ".join(parts) or "a value the schema accepts"
+
+
+def _unknown_key_message(error) -> str:
+    """``config a.b.typo: unknown key; did you mean `a.b.key`? Known keys here: ...``."""
+    import difflib
+
+    known = sorted(error.schema.get("properties", {}))
+    unknown = sorted(set(error.instance) - set(known))
+    key = unknown[0] if unknown else "?"
+    where = config_key([*error.absolute_path, key])
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`? " if close else ""
+    return f"config {where}: unknown key; {hint}known keys here: {', '.join(known) or 'none'}"
+
+
+def schema_error_message(error) -> str:
+    """One line for a jsonschema error: the key, the value given and what is expected instead."""
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        return _unknown_key_message(error)
+    where = config_key(error.absolute_path)
+    if error.validator == "required":
+        return f"config {where}: {error.message}"
+    if error.validator == "propertyNames":
+        return f"config {where}: key {error.instance!r} is not allowed (expected {expected_value(error.schema)})"
+    message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
+    return f"config {where}: {message} (expected {expected_value(error.schema)})"
+
+
+def _explained(error) -> str:
+    # A oneOf/anyOf failure: the alternative that got furthest tells more than "not valid under any".
+    from jsonschema.exceptions import best_match
+
+    while error.context and error.validator in ("oneOf", "anyOf"):
+        deeper = best_match(error.context)
+        if deeper is None or len(deeper.absolute_path) <= len(error.absolute_path):
+            break
+        error = deeper
+    return schema_error_message(error)
+
+
+def check_schema(config: dict, schema: dict) -> None:
+    """Validate ``config`` against the JSON Schema; raise :class:`ConfigError` with one line per
+    mistake, each naming the key and the expected value (Snakemake's own validation, which fills
+    the defaults, follows; its message names the schema path rather than what to write)."""
+    from jsonschema import Draft202012Validator
+
+    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    lines = list(dict.fromkeys(_explained(e) for e in errors))
+    if len(lines) == 1:
+        raise ConfigError(lines[0])
+    if lines:
+        raise ConfigError(f"{len(lines)} mistakes in the config:\n  " + "\n  ".join(lines))

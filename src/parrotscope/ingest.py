@@ -81,3 +81,14 @@ def merge_part_counts(parts: dict[str, dict]) -> dict:
 def run_parts(counts_paths: dict[str, str], out_path: str) -> None:
     """Write ``parts.json`` from the parts' counts files (part name -> path)."""
     write_json(merge_part_counts({p: read_json(path) for p, path in counts_paths.items()}), out_path)
+
+
+def read_part_shards(parts_json: str) -> list[str]:
+    """Every shard URL of a dataset, in part order, as ``parts.json`` records them.
+
+    Rules that read the whole dataset (materialising a subset, training on the pool) take their
+    shard list from here rather than listing every shard as an input: for a LAION-2B-sized
+    dataset (~230k shards) such inputs make planning the DAG quadratic. parts.json is rewritten
+    whenever a part is re-ingested, so those rules still rerun when a shard changes.
+    """
+    return [url for part in read_json(parts_json)["parts"].values() for url in part["shards"]]

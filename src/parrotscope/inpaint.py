@@ -636,12 +636,22 @@ def read_inpainted(tar_path: str, include_skipped: bool = False
     for sample in iter_shard(str(tar_path)):
         if "json" not in sample.files:
             raise ShardError(f"{tar_path}: key {sample.key} has no json member")
-        meta = json.loads(sample.files["json"].decode("utf-8"))
-        if meta["status"] != INPAINTED:
+        try:
+            meta = json.loads(sample.files["json"].decode("utf-8"))
+            status = meta["status"]
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise ShardError(f"{tar_path}: key {sample.key}: unreadable json member ({exc}); delete the "
+                             f"file and rerun to rebuild it") from exc
+        if status != INPAINTED:
             if include_skipped:
                 yield sample.key, None, None, meta
             continue
         if "png" not in sample.files or "mask.png" not in sample.files:
             raise ShardError(f"{tar_path}: key {sample.key} lacks its png or mask.png member")
-        yield (sample.key, decode_png(sample.files["png"], rgb=True),
-               decode_png(sample.files["mask.png"], rgb=False), meta)
+        try:
+            image = decode_png(sample.files["png"], rgb=True)
+            mask = decode_png(sample.files["mask.png"], rgb=False)
+        except ValueError as exc:  # PNG's CRCs catch garbled bytes; name the file that has them
+            raise ShardError(f"{tar_path}: key {sample.key}: {exc}; delete the file and rerun to "
+                             f"rebuild it") from exc
+        yield sample.key, image, mask, meta

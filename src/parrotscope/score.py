@@ -170,6 +170,23 @@ def clip_scores(scorer: Scorer, images: list[np.ndarray], captions: list[str], b
     return out
 
 
+def embed_batches(scorer: Scorer, items: Iterable[tuple[str, np.ndarray, str]], batch_size: int = 256,
+                  total: int | None = None, progress: bool = True, desc: str | None = None
+                  ) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor]]:
+    """Embed a stream of ``(key, image, caption)``: per batch ``(keys, image_emb, text_emb)``,
+    L2-normalised (see :func:`embed_pairs`).
+
+    Holds one batch of images at a time; progress goes to stderr. Shared by scoring and the
+    ``embed`` stage, so both see exactly the same embeddings.
+    """
+    bar = tqdm(total=total, unit="pair", file=sys.stderr, disable=not progress, desc=desc or f"embed {scorer.name}")
+    for batch in batched(items, batch_size):
+        img, txt = embed_pairs(scorer, [b[1] for b in batch], [b[2] for b in batch])
+        yield [b[0] for b in batch], img, txt
+        bar.update(len(batch))
+    bar.close()
+
+
 def score_table(scorer: Scorer, items: Iterable[tuple[str, np.ndarray, str]], batch_size: int = 256,
                 total: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Score a stream of ``(key, image, caption)`` in batches: a DataFrame ``(__key__, s)``.
@@ -178,12 +195,9 @@ def score_table(scorer: Scorer, items: Iterable[tuple[str, np.ndarray, str]], ba
     """
     keys: list[str] = []
     scores: list[np.ndarray] = []
-    bar = tqdm(total=total, unit="pair", file=sys.stderr, disable=not progress, desc=f"score {scorer.name}")
-    for batch in batched(items, batch_size):
-        scores.append(clip_scores(scorer, [b[1] for b in batch], [b[2] for b in batch], batch_size))
-        keys.extend(b[0] for b in batch)
-        bar.update(len(batch))
-    bar.close()
+    for batch_keys, img, txt in embed_batches(scorer, items, batch_size, total, progress, f"score {scorer.name}"):
+        scores.append((img * txt).sum(-1).cpu().numpy())
+        keys.extend(batch_keys)
     s = np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
     return pd.DataFrame({KEY: pd.Series(keys, dtype=object), "s": s})
 
@@ -211,7 +225,7 @@ def relative_scores(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _with_captions(pairs: Iterable[tuple[str, np.ndarray]], captions: dict[str, str]
+def with_captions(pairs: Iterable[tuple[str, np.ndarray]], captions: dict[str, str]
                    ) -> Iterator[tuple[str, np.ndarray, str]]:
     for key, image in pairs:
         yield key, image, captions[key]
@@ -227,13 +241,13 @@ def score_part(scorer: Scorer, samples: pd.DataFrame, shards: list[str], inpaint
 
     ok = samples[samples["status"] == "ok"]
     captions = dict(zip(ok[KEY], ok["caption"]))
-    raw = score_table(scorer, _with_captions(iter_images(shards, set(captions), max_pixels), captions),
+    raw = score_table(scorer, with_captions(iter_images(shards, set(captions), max_pixels), captions),
                       batch_size, total=len(captions))
     out = samples[[KEY, "status"]].merge(raw.rename(columns={"s": "s_raw"}), on=KEY, how="left",
                                          validate="one_to_one")
     for kind, tar in sorted(inpainted.items()):
         pairs = ((key, image) for key, image, _, _ in read_inpainted(tar))
-        removed = score_table(scorer, _with_captions(pairs, captions), batch_size)
+        removed = score_table(scorer, with_captions(pairs, captions), batch_size)
         unknown = set(removed[KEY]) - set(captions)
         if unknown:
             raise ValueError(f"{tar}: keys not among the part's usable samples, e.g. {sorted(unknown)[:3]}")

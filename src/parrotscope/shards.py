@@ -97,19 +97,42 @@ def expand_shards(spec: str | Iterable[str]) -> list[str]:
     return out
 
 
+def _header_watch() -> tuple[type[tarfile.TarInfo], dict]:
+    """A TarInfo class that records why reading headers stopped, and the dict it records into.
+
+    tarfile ends iteration *silently* on an invalid (garbled) header or at end of data without
+    the end-of-archive zero block, i.e. a tar truncated exactly at a member boundary: every sample
+    after that point would vanish uncounted. Only a zero block (``EOFHeaderError``) is a proper end.
+    """
+    state: dict = {}
+
+    class WatchedTarInfo(tarfile.TarInfo):
+        @classmethod
+        def fromtarfile(cls, tf):
+            try:
+                return super().fromtarfile(tf)
+            except tarfile.HeaderError as exc:
+                state["end"] = exc
+                raise
+
+    return WatchedTarInfo, state
+
+
 def iter_shard(url: str) -> Iterator[Sample]:
     """Group the members of one tar into samples by key (consecutive members, webdataset's rule).
 
     A key that reappears later in the same shard yields a second Sample with that key; the caller
-    records it as a duplicate.
+    records it as a duplicate. A tar that does not end with its end-of-archive block (truncated, or
+    a garbled member header) raises :class:`ShardError` after its readable samples.
     """
     current: Sample | None = None
+    tarinfo, state = _header_watch()
     try:
         stream = gopen(url, "rb")
     except Exception as exc:
         raise ShardError(f"shard {url}: cannot open ({exc})") from exc
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=tarinfo) as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -125,6 +148,10 @@ def iter_shard(url: str) -> Iterator[Sample]:
                         yield current
                     current = Sample(key=key, shard=url)
                 current.files[ext.lower()] = data
+            end = state.get("end")
+            if end is not None and not isinstance(end, tarfile.EOFHeaderError):
+                raise tarfile.ReadError(f"{end or type(end).__name__} where the next member header or the "
+                                        f"end-of-archive block should be")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ShardError(
             f"shard {url}: unreadable tar after {'key ' + current.key if current else 'no sample'} "
@@ -135,6 +162,48 @@ def iter_shard(url: str) -> Iterator[Sample]:
         stream.close()
     if current is not None:
         yield current
+
+
+# Member extensions that webdataset's default decoders (used by OpenCLIP's trainer and by
+# clip-benchmark) unpickle: `pyd`/`pickle` with pickle.loads, `pth` with torch.load. parrotscope
+# itself reads only images, `txt` and `json`.
+UNPICKLED_EXTS = ("pyd", "pickle", "pth")
+
+
+@dataclass
+class ShardScan:
+    """What a header-only scan of a local tar found."""
+
+    n_samples: int
+    unpickled_members: list[str]
+
+
+def scan_shard(path: str) -> ShardScan:
+    """Samples in a local tar (grouped as :func:`iter_shard` groups them) and its members that
+    webdataset would unpickle, reading member headers only (data is seeked over). Raises
+    :class:`ShardError` naming the tar when it does not read to its end-of-archive block, so a
+    truncated or garbled shard is not taken as a smaller one."""
+    tarinfo, state = _header_watch()
+    n, key, exts, unpickled = 0, None, set(), []
+    try:
+        with tarfile.open(path, mode="r:*", tarinfo=tarinfo) as tar:
+            for member in tar:
+                parsed = base_plus_ext(member.name) if member.isfile() else (None, None)
+                if parsed[0] is None or parsed[0].startswith("__") or "/__" in parsed[0]:
+                    continue
+                if parsed[0] != key or parsed[1].lower() in exts:
+                    n, key, exts = n + 1, parsed[0], set()
+                exts.add(parsed[1].lower())
+                if parsed[1].lower().rsplit(".", 1)[-1] in UNPICKLED_EXTS:
+                    unpickled.append(member.name)
+            end = state.get("end")
+            if end is not None and not isinstance(end, tarfile.EOFHeaderError):
+                raise tarfile.ReadError(f"{end or type(end).__name__} where the next member header or the "
+                                        f"end-of-archive block should be")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ShardError(f"shard {path}: unreadable tar after {n} sample(s) ({type(exc).__name__}: {exc}); "
+                         f"the shard is truncated or garbled: rebuild it") from exc
+    return ShardScan(n_samples=n, unpickled_members=unpickled)
 
 
 def iter_part(shards: Iterable[str]) -> Iterator[Sample]:

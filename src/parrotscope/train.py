@@ -6,9 +6,11 @@ linear warmup, InfoNCE loss, "other settings as the LAION-5B paper". This module
 re-implement any of it: it builds the command line of ``open_clip_train.main`` and runs it.
 
 Launching
-    One process (CPU, or one GPU): ``python -m open_clip_train.main ARGV`` in a subprocess.
+    One process (CPU, or one GPU): ``python -m parrotscope.openclip_main ARGV`` in a subprocess
+    (OpenCLIP's ``open_clip_train.main`` with its webdataset sample shuffle seeded, so a run is
+    reproducible).
     Several GPUs on this node (``hparams["gpus"] > 1``):
-    ``torchrun --standalone --nproc_per_node N -m open_clip_train.main ARGV``.
+    ``torchrun --standalone --nproc_per_node N -m parrotscope.openclip_main ARGV``.
     A subprocess either way: the trainer configures the root logger, seeds every global RNG and
     sets cuDNN flags, none of which should leak into the calling Snakemake job, and torchrun needs
     one anyway. Its start-up cost (Python, torch, open_clip imports) is a few seconds.
@@ -19,7 +21,7 @@ Launching
 
         torchrun --nnodes NNODES --nproc_per_node GPUS_PER_NODE \\
                  --rdzv-backend c10d --rdzv-endpoint HEAD_HOST:29500 --rdzv-id JOB_ID \\
-                 -m open_clip_train.main ARGV
+                 -m parrotscope.openclip_main ARGV
 
     with ``ARGV = build_argv(...)`` for ``world_size = NNODES * GPUS_PER_NODE``. Under Slurm the
     trainer can also read ``SLURM_PROCID`` etc. directly (one ``srun`` task per GPU, no torchrun).
@@ -97,6 +99,9 @@ DEFAULT_HPARAMS = {
     "extra_args": [],          # appended verbatim to the trainer's argv
 }
 
+# OpenCLIP's main, with its webdataset sample shuffle seeded (parrotscope/openclip_main.py):
+# without that, two runs with the same seed train different models.
+TRAINER_MODULE = "parrotscope.openclip_main"
 RUN_NAME = "train"
 RUN_MARKER = ".parrotscope-train"
 _ALREADY_EXISTS = "Experiment already exists"
@@ -323,8 +328,8 @@ def launch_command(argv: list[str], gpus: int) -> list[str]:
     """The full command: one Python process, or torchrun with one process per GPU on this node."""
     if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node", str(gpus), "-m", "open_clip_train.main", *argv]
-    return [sys.executable, "-m", "open_clip_train.main", *argv]
+                "--nproc_per_node", str(gpus), "-m", TRAINER_MODULE, *argv]
+    return [sys.executable, "-m", TRAINER_MODULE, *argv]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -508,9 +513,42 @@ def count_training_samples(counts_json: str) -> int:
     return int(sum(counts.values()))
 
 
+def check_training_shards(train_shards: list[str], counts_json: str) -> None:
+    """Refuse training shards that are truncated, garbled, hold other sample counts than their
+    ``sizes.json`` says, or carry members OpenCLIP's loader would unpickle.
+
+    OpenCLIP's loader logs and skips what it cannot read, and tarfile stops silently at a garbled
+    header, so a damaged shard would train a different model without an error. Its decoder
+    (webdataset's defaults) also unpickles every ``.pyd``/``.pickle`` member of a sample: code
+    execution from the data. Only local shards can be checked (header-only, data is seeked over).
+    Sample counts are compared for subset shards; a dataset's own shards are read to their end by
+    ingest, which reruns whenever one changes.
+    """
+    from .io import read_json
+    from .shards import scan_shard
+
+    counts = read_json(counts_json)
+    sizes = {} if "parts" in counts else counts
+    for shard in train_shards:
+        if not os.path.isfile(shard):
+            continue  # a URL or pipe: the trainer streams it, nothing to scan here
+        scan = scan_shard(shard)
+        if scan.unpickled_members:
+            raise TrainError(
+                f"shard {shard} has members that OpenCLIP's loader would unpickle (code execution "
+                f"from the data): {scan.unpickled_members[:3]}. parrotscope never reads such members; "
+                f"remove them from the shard, or train on a curated subset (its shards carry only "
+                f"image, txt and json).")
+        expected = sizes.get(os.path.basename(shard))
+        if expected is not None and scan.n_samples != int(expected):
+            raise TrainError(f"shard {shard} holds {scan.n_samples} samples, {counts_json} says {expected}: "
+                             f"rebuild the subset's shards")
+
+
 def train_from_counts(train_shards: list[str], counts_json: str, arch: str | dict, hparams: dict,
                       run_dir: str, out_checkpoint: str, out_results: str, device: str = "auto",
                       seed: int = 0, threads: int | None = None) -> dict:
     """:func:`train_clip` with the sample count read from ``counts_json``."""
+    check_training_shards(train_shards, counts_json)
     return train_clip(train_shards, count_training_samples(counts_json), arch, hparams, run_dir,
                       out_checkpoint, out_results, device=device, seed=seed, threads=threads)

@@ -1,0 +1,528 @@
+"""The simple fix and its baselines: the aesthetic head, T-MARS's mean-fill masking, flipping,
+deduplication within clusters, each filter on a tiny pool with known answers, and the tables."""
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import write_tar
+from parrotscope.aesthetic import EMBED_DIM, AestheticHead, aesthetic_scores, load_aesthetic_head, run_aesthetic
+from parrotscope.curate import SubsetTooSmall
+from parrotscope.embed import write_embeddings
+from parrotscope.filters import (
+    FilterError, FixSettings, at_least_median, build_filters_table, build_table10, check_filters,
+    choose_sized, dedup_within_clusters, flip_horizontal, greedy_keep_first, mean_fill, rescore_part,
+    run_baseline, run_fix, select_baseline, select_fix, top_fraction, variant_images)
+from parrotscope.io import KEY, read_json, write_parquet
+from parrotscope.score import Scorer, clip_scores
+from parrotscope.train import build_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_torch_thread):
+    """Every test of this module runs with one torch thread (see conftest)."""
+
+
+# --- the aesthetic head --------------------------------------------------------------------------
+
+# The released sac+logos+ava1-l14-linearMSE.pth (improved-aesthetic-predictor, simple_inference.py):
+# linear layers at Sequential indices 0, 2, 4, 6, 7 (dropouts at 1, 3, 5).
+RELEASED_SHAPES = {
+    "layers.0.weight": (1024, 768), "layers.0.bias": (1024,),
+    "layers.2.weight": (128, 1024), "layers.2.bias": (128,),
+    "layers.4.weight": (64, 128), "layers.4.bias": (64,),
+    "layers.6.weight": (16, 64), "layers.6.bias": (16,),
+    "layers.7.weight": (1, 16), "layers.7.bias": (1,),
+}
+
+
+def random_head_file(path, seed=0):
+    torch.manual_seed(seed)
+    state = {k: torch.randn(shape) * 0.05 for k, shape in RELEASED_SHAPES.items()}
+    torch.save(state, path)
+    return state
+
+
+def test_aesthetic_head_has_the_released_layout():
+    head = AestheticHead()
+    assert {k: tuple(v.shape) for k, v in head.state_dict().items()} == RELEASED_SHAPES
+    assert [type(m).__name__ for m in head.layers] == ["Linear", "Dropout"] * 3 + ["Linear", "Linear"]
+
+
+def test_aesthetic_head_loads_a_state_dict_and_is_a_linear_chain(tmp_path):
+    state = random_head_file(tmp_path / "head.pth")
+    head = load_aesthetic_head(tmp_path / "head.pth")
+    assert not head.training  # dropout off: scores are deterministic
+    emb = np.random.default_rng(0).normal(size=(5, EMBED_DIM)).astype(np.float32)
+    got = aesthetic_scores(head, emb, batch_size=2)
+    assert got.shape == (5,) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, aesthetic_scores(head, emb, batch_size=2))
+    np.testing.assert_allclose(got, aesthetic_scores(head, emb), rtol=1e-5, atol=1e-7)  # any batching
+    # By hand: the released head has no activations, on L2-normalised inputs.
+    x = torch.from_numpy(emb / np.linalg.norm(emb, axis=1, keepdims=True))
+    for i in (0, 2, 4, 6, 7):
+        x = x @ state[f"layers.{i}.weight"].T + state[f"layers.{i}.bias"]
+    np.testing.assert_allclose(got, x.squeeze(-1).numpy(), rtol=1e-4, atol=1e-5)
+    # Scaling an embedding does not change its score (normalised first).
+    np.testing.assert_allclose(aesthetic_scores(head, emb * 3), got, rtol=1e-4, atol=1e-5)
+
+
+def test_aesthetic_head_loads_a_lightning_checkpoint(tmp_path):
+    state = random_head_file(tmp_path / "plain.pth")
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "lightning.ckpt")
+    emb = np.ones((2, EMBED_DIM), np.float32)
+    np.testing.assert_array_equal(aesthetic_scores(load_aesthetic_head(tmp_path / "lightning.ckpt"), emb),
+                                  aesthetic_scores(load_aesthetic_head(tmp_path / "plain.pth"), emb))
+
+
+def test_aesthetic_head_refuses_other_weights_and_widths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="filters.aesthetic.weights"):
+        load_aesthetic_head(tmp_path / "absent.pth")
+    torch.save(AestheticHead(512).state_dict(), tmp_path / "b32.pth")  # the ViT-B/32 predictor
+    with pytest.raises(ValueError, match="not an improved-aesthetic-predictor state dict"):
+        load_aesthetic_head(tmp_path / "b32.pth")
+    random_head_file(tmp_path / "l14.pth")
+    with pytest.raises(ValueError, match="ViT-L/14"):
+        aesthetic_scores(load_aesthetic_head(tmp_path / "l14.pth"), np.ones((3, 512), np.float32))
+
+
+def test_run_aesthetic_scores_every_embedded_sample(tmp_path):
+    random_head_file(tmp_path / "head.pth")
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(4, EMBED_DIM)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    write_embeddings(["a", "b", "c", "d"], emb, emb, tmp_path / "p00000.parquet")
+    counts = run_aesthetic(str(tmp_path / "p00000.parquet"), str(tmp_path / "head.pth"),
+                           str(tmp_path / "out.parquet"), batch_size=3)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert out[KEY].tolist() == ["a", "b", "c", "d"] and counts["n_scored"] == 4
+    np.testing.assert_allclose(out["aesthetic"], aesthetic_scores(load_aesthetic_head(tmp_path / "head.pth"), emb),
+                               rtol=1e-5)
+
+
+# --- T-MARS masking and flipping -----------------------------------------------------------------
+
+
+def square(x0, y0, x1, y1):
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=float)
+
+
+def test_mean_fill_paints_text_with_the_colour_around_it():
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:, :30] = (200, 20, 20)   # red left half
+    image[:, 30:] = (20, 20, 200)   # blue right half
+    image[10:20, 5:20] = 255        # white "text" on red
+    out = mean_fill(image, [square(5, 10, 19, 19)], dilate_px=0, ring_px=3)
+    np.testing.assert_array_equal(out[10:20, 5:20], np.broadcast_to((200, 20, 20), (10, 15, 3)))
+    outside = np.ones((40, 60), bool)
+    outside[10:20, 5:20] = False
+    np.testing.assert_array_equal(out[outside], image[outside])  # nothing else changes
+
+
+def test_mean_fill_ring_ignores_neighbouring_text_and_falls_back():
+    image = np.full((30, 50, 3), 100, np.uint8)  # grey background
+    image[10:20, 5:20] = 255                      # white word
+    image[10:20, 21:36] = 0                       # black word 1 px away
+    out = mean_fill(image, [square(5, 10, 19, 19), square(21, 10, 35, 19)], ring_px=4)
+    # Each word's ring skips the other word's pixels, so both become the grey around them.
+    np.testing.assert_array_equal(out[10:20, 5:36], 100)
+    # A region covering the whole image has no ring: the image mean.
+    tiny = np.zeros((4, 4, 3), np.uint8)
+    tiny[:2] = 200
+    filled = mean_fill(tiny, [square(0, 0, 3, 3)], ring_px=1)
+    np.testing.assert_array_equal(filled, 100)
+    np.testing.assert_array_equal(mean_fill(image, []), image)
+    with pytest.raises(ValueError, match="ring_px"):
+        mean_fill(image, [square(0, 0, 3, 3)], ring_px=0)
+
+
+def test_flip_mirrors_columns():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    flipped = flip_horizontal(image)
+    np.testing.assert_array_equal(flipped[:, 0], image[:, 2])
+    np.testing.assert_array_equal(flip_horizontal(flipped), image)
+    assert flipped.flags["C_CONTIGUOUS"]
+
+
+def png(array):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def part(tmp_path):
+    """A part of three images: one with a white word, one text-free, one broken at ingest."""
+    word = np.full((32, 48, 3), 90, np.uint8)
+    word[8:16, 10:30] = 255
+    plain = np.full((32, 48, 3), 30, np.uint8)
+    plain[:, :24] = 220
+    shard = write_tar(tmp_path / "00000.tar", [("t.png", png(word)), ("t.txt", b"sale"),
+                                               ("n.png", png(plain)), ("n.txt", b"a two-tone card"),
+                                               ("x.png", b"broken"), ("x.txt", b"nothing")])
+    samples = pd.DataFrame({KEY: ["t", "n", "x"], "status": ["ok", "ok", "corrupt_image"],
+                            "caption": ["sale", "a two-tone card", "nothing"]})
+    spot = pd.DataFrame({KEY: ["t", "n", "x"], "status": ["ok", "ok", "skipped"], "width": [48, 48, None],
+                         "height": [32, 32, None], "words": [["SALE"], [], []],
+                         "polygons": [[[10, 8, 29, 8, 29, 15, 10, 15]], [], []]})
+    match = pd.DataFrame({KEY: ["t", "n", "x"], "status": ["ok", "ok", "skipped"],
+                          "has_text": [True, False, None], "co_words": [["sale"], [], None]})
+    return {"images": {"t": word, "n": plain}, "shards": [shard], "samples": samples, "spot": spot, "match": match}
+
+
+def test_variant_images_mask_text_images_and_flip_usable_ones(part):
+    keys, stream = variant_images("tmars", part["samples"], part["spot"], part["match"], part["shards"],
+                                  10**8, dilate_px=0, ring_px=2)
+    got = dict(stream)
+    assert keys == ["t"] and list(got) == ["t"]
+    np.testing.assert_array_equal(got["t"], 90)  # the word is gone, filled with the grey around it
+    keys, stream = variant_images("flip", part["samples"], part["spot"], part["match"], part["shards"],
+                                  10**8, 0, 2)
+    got = dict(stream)
+    assert keys == ["n", "t"] and set(got) == {"n", "t"}
+    np.testing.assert_array_equal(got["n"], part["images"]["n"][:, ::-1])
+    with pytest.raises(FilterError, match="variant"):
+        variant_images("blur", part["samples"], part["spot"], part["match"], part["shards"], 10**8, 0, 2)
+
+
+def test_rescore_part_scores_the_transformed_images(part):
+    torch.manual_seed(0)
+    model, preprocess, tokenizer = build_model("tiny-rn", device="cpu")
+    scorer = Scorer("random-tiny", model, preprocess, tokenizer, "cpu")
+    out = rescore_part(scorer, "tmars", part["samples"], part["spot"], part["match"], part["shards"],
+                       batch_size=2, max_pixels=10**8, dilate_px=0, ring_px=2)
+    assert out[KEY].tolist() == ["t", "n", "x"] and out["status"].tolist() == ["ok", "ok", "corrupt_image"]
+    masked = np.full((32, 48, 3), 90, np.uint8)
+    np.testing.assert_allclose(out["s_tmars"].iloc[0], clip_scores(scorer, [masked], ["sale"])[0], atol=1e-5)
+    assert out["s_tmars"].iloc[1:].isna().all()
+    flipped = rescore_part(scorer, "flip", part["samples"], part["spot"], part["match"], part["shards"],
+                           batch_size=2, max_pixels=10**8)
+    expected = clip_scores(scorer, [part["images"]["n"][:, ::-1]], ["a two-tone card"])[0]
+    np.testing.assert_allclose(flipped.set_index(KEY).loc["n", "s_flip"], expected, atol=1e-5)
+    assert flipped["s_flip"].notna().tolist() == [True, True, False]
+
+
+# --- deduplication within clusters ---------------------------------------------------------------
+
+
+def unit(*rows):
+    m = np.array(rows, dtype=np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def test_greedy_keep_first_compares_with_kept_rows_only():
+    # sim(x, y) = sim(y, z) = 0.96 > 0.95 but sim(x, z) = 0.843: y goes (duplicate of x), z stays,
+    # because y was not kept. Any block size gives the same answer.
+    a, b = np.deg2rad(16.26), np.deg2rad(32.52)
+    emb = unit([1, 0], [np.cos(a), np.sin(a)], [np.cos(b), np.sin(b)], [0, 1])
+    for block in (1, 2, 1024):
+        assert greedy_keep_first(emb, 0.95, block=block).tolist() == [True, False, True, True]
+    assert greedy_keep_first(emb, 1.01).all()       # nothing is that similar
+    assert greedy_keep_first(emb, -1.0).tolist() == [True, False, False, False]
+
+
+def test_dedup_within_clusters_keeps_the_best_scored_and_never_crosses_clusters():
+    keys = np.array(["a", "a2", "b", "c", "d"], dtype=object)
+    emb = unit([1, 0, 0], [1, 0.01, 0], [0, 1, 0], [1, 0, 0], [1, 0, 0])
+    clusters = np.array([0, 0, 0, 1, 1])
+    priority = np.array([0.30, 0.35, 0.31, 0.2, 0.2])  # a2 beats its near-copy a; c and d tie: key order
+    keep = dedup_within_clusters(keys, clusters, emb, priority, threshold=0.99)
+    # a (cluster 0) and c (cluster 1) are identical but never compared.
+    assert dict(zip(keys, keep)) == {"a": False, "a2": True, "b": True, "c": True, "d": False}
+    assert dedup_within_clusters(keys[:0], clusters[:0], emb[:0], priority[:0], 0.9).size == 0
+
+
+# --- the fix and the baselines on a tiny pool ----------------------------------------------------
+
+
+def tiny_pool():
+    """Ten samples with known answers (scorer `ref`)."""
+    return pd.DataFrame({
+        KEY: [f"k{i}" for i in range(10)],
+        "part": ["p00000"] * 5 + ["p00001"] * 5,
+        "shard": ["s0.tar"] * 5 + ["s1.tar"] * 5,
+        "status": ["ok"] * 9 + ["corrupt_image"],
+        "has_text": [False, False, False, False, False, False, True, True, True, None],
+        "is_parrot": [False] * 6 + [True, True, False, None],
+        "cotr": [0.0] * 6 + [1.0, 0.5, 0.0, np.nan],
+        "ref.s_raw": [0.40, 0.35, 0.32, 0.31, 0.20, 0.36, 0.45, 0.41, 0.38, np.nan],
+        "aesthetic": [5.0, 4.0, 6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 6.0, np.nan],
+        "cluster": [0, 0, 0, 1, 1, 1, 2, 2, 2, np.nan],
+        "s_tmars": [np.nan] * 6 + [0.10, 0.40, 0.37, np.nan],
+        "s_flip": [0.39, 0.33, 0.30, 0.31, 0.21, 0.35, 0.20, 0.25, 0.36, np.nan],
+    })
+
+
+EMB = {  # k0 and k2 are near-copies (cluster 0); k3 and k5 are copies too (cluster 1)
+    "k0": [1, 0, 0], "k1": [0, 1, 0], "k2": [1, 0.05, 0], "k3": [0, 0, 1], "k4": [0, 1, 1], "k5": [0, 0.02, 1],
+}
+
+
+def embeddings(wanted):
+    return {k: unit(EMB[k])[0] for k in wanted}
+
+
+def test_fix_removes_text_low_scores_low_aesthetics_and_duplicates():
+    keys, stats = select_fix(tiny_pool(), "ref", FixSettings(0.3, 0.99, 4.5), embeddings)
+    # text: k6-k8 out; S <= 0.3: k4; aesthetic <= 4.5: k1; duplicates: k2 (of k0), k3 (of k5, higher S).
+    assert keys[KEY].tolist() == ["k0", "k5"]
+    assert list(keys.columns) == [KEY, "part", "shard"]
+    assert stats["removed"] == {"spotted text": 3, "CLIP score <= 0.3": 1, "aesthetic <= 4.5": 1,
+                                "near-duplicate in its cluster (cosine >= 0.99)": 2}
+    assert (stats["n_index"], stats["n_ok"], stats["n_skipped"], stats["n_selected"]) == (10, 9, 1, 2)
+    assert stats["n_ok"] == sum(stats["removed"].values()) + stats["n_selected"]
+    assert stats["shares"]["share parrot"] == 0.0 and stats["mean_s_raw"] == pytest.approx(0.38)
+
+
+def test_fix_without_aesthetics_only_reads_survivors_embeddings():
+    asked = []
+
+    def spy(wanted):
+        asked.append(set(wanted))
+        return embeddings(wanted)
+
+    keys, stats = select_fix(tiny_pool().drop(columns="aesthetic"), "ref", FixSettings(0.3, 0.99), spy)
+    assert keys[KEY].tolist() == ["k0", "k1", "k5"]
+    assert list(stats["removed"]) == ["spotted text", "CLIP score <= 0.3",
+                                      "near-duplicate in its cluster (cosine >= 0.99)"]
+    assert asked == [{"k0", "k1", "k2", "k3", "k5"}]
+
+
+def test_fix_needs_clusters_and_embeddings_for_survivors():
+    pool = tiny_pool()
+    pool.loc[0, "cluster"] = np.nan
+    with pytest.raises(FilterError, match="no cluster assignment"):
+        select_fix(pool, "ref", FixSettings(0.3, 0.99), embeddings)
+    with pytest.raises(FilterError, match="no image embedding"):
+        select_fix(tiny_pool(), "ref", FixSettings(0.3, 0.99), lambda wanted: {})
+
+
+def test_top_fraction_and_median_break_ties_by_key():
+    keys = np.array(["b", "a", "c", "d", "e"], dtype=object)
+    scores = np.array([0.5, 0.5, 0.4, np.nan, 0.1])
+    # ceil(0.25 * 4 finite scores) = 1: of the tie at 0.5, key "a" comes first.
+    assert top_fraction(scores, keys, 0.25).tolist() == [False, True, False, False, False]
+    assert top_fraction(scores, keys, 0.3).tolist() == [True, True, False, False, False]  # ceil(1.2) = 2
+    assert at_least_median(scores).tolist() == [True, True, False, False, False]  # median of 4 finite = 0.45
+
+
+def test_choose_sized_is_uniform_when_enough_else_top_by_score():
+    keys = np.array([f"k{i}" for i in range(6)], dtype=object)
+    scores = np.array([0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    eligible = np.array([True, True, True, True, False, False])
+    taken, how = choose_sized(keys, scores, eligible, 2, seed=0)
+    assert len(taken) == 2 and eligible[taken].all() and how["shortfall"] == 0
+    again, _ = choose_sized(keys, scores, eligible, 2, seed=0)
+    assert sorted(taken) == sorted(again)
+    taken, how = choose_sized(keys, scores, eligible, 5, seed=0)
+    assert sorted(taken) == [0, 1, 2, 3, 4] and how["shortfall"] == 1 and how["score_at_cut"] == 0.2
+    with pytest.raises(SubsetTooSmall):
+        choose_sized(keys, np.full(6, np.nan), eligible, 5, seed=0)
+
+
+FRACTIONS = {"clip_score": 0.3, "flip_clip": 0.3}
+
+
+def test_clip_score_baseline_top_30_percent_then_uniform():
+    keys, stats = select_baseline("clip_score", tiny_pool(), "ref", 2, 0, FRACTIONS)
+    # ceil(0.3 * 9) = 3 eligible: k6 (0.45), k7 (0.41), k0 (0.40); 2 drawn among them.
+    assert set(keys[KEY]) < {"k6", "k7", "k0"} and len(keys) == 2
+    assert (stats["n_eligible"], stats["shortfall"], stats["n_selected"]) == (3, 0, 2)
+
+
+def test_clip_score_baseline_shortfall_takes_the_best():
+    keys, stats = select_baseline("clip_score", tiny_pool(), "ref", 5, 0, FRACTIONS)
+    assert set(keys[KEY]) == {"k6", "k7", "k0", "k8", "k5"} and stats["shortfall"] == 2
+    assert stats["score_at_cut"] == pytest.approx(0.36)
+
+
+def test_tmars_masks_text_images_and_keeps_text_free_scores():
+    keys, stats = select_baseline("tmars", tiny_pool(), "ref", 5, 0, FRACTIONS)
+    # Masked scores: text-free images keep S(raw), k6 0.10, k7 0.40, k8 0.37; the median of the
+    # nine is 0.35, reached by k0 0.40, k1 0.35, k5 0.36, k7 0.40 and k8 0.37: five.
+    assert set(keys[KEY]) == {"k0", "k1", "k5", "k7", "k8"}
+    assert stats["median_score"] == pytest.approx(0.35) and stats["n_eligible"] == 5
+    assert "k6" not in set(keys[KEY])  # its score came from the text: masked, it drops
+
+
+def test_flip_and_random_baselines():
+    keys, stats = select_baseline("flip_clip", tiny_pool(), "ref", 3, 0, FRACTIONS)
+    assert set(keys[KEY]) == {"k0", "k8", "k5"} and stats["n_eligible"] == 3  # top 3 flipped scores
+    keys, stats = select_baseline("random", tiny_pool(), "ref", 4, 0, FRACTIONS)
+    assert len(keys) == 4 and "k9" not in set(keys[KEY]) and stats["n_eligible"] == 9
+    again, _ = select_baseline("random", tiny_pool().sample(frac=1, random_state=1), "ref", 4, 0, FRACTIONS)
+    assert keys[KEY].tolist() == again[KEY].tolist()  # by key, not by row order
+
+
+def test_tmars_needs_masked_scores_for_text_images():
+    pool = tiny_pool()
+    pool.loc[6, "s_tmars"] = np.nan
+    with pytest.raises(FilterError, match="no masked score"):
+        select_baseline("tmars", pool, "ref", 3, 0, FRACTIONS)
+
+
+def write_parts(pool, columns, directory, name):
+    paths = []
+    for part, frame in pool.groupby("part"):
+        path = directory / name / f"{part}.parquet"
+        write_parquet(frame[[KEY, *columns]].reset_index(drop=True), path)
+        paths.append(str(path))
+    return paths
+
+
+def test_run_fix_and_baselines_join_part_tables_by_key(tmp_path):
+    pool = tiny_pool()
+    index = pool.drop(columns=["aesthetic", "cluster", "s_tmars", "s_flip"]).sample(frac=1, random_state=0)
+    write_parquet(index, tmp_path / "index.parquet")
+    ok = pool[pool["status"] == "ok"]
+    assign = write_parts(ok.astype({"cluster": "int32"}), ["cluster"], tmp_path, "assign")
+    aesthetic = write_parts(ok, ["aesthetic"], tmp_path, "aesthetic")
+    embed = []
+    for part, frame in pool[pool[KEY].isin(EMB)].groupby("part"):
+        keys = frame[KEY].tolist()
+        m = np.concatenate([unit(EMB[k]) for k in keys])
+        write_embeddings(keys, m, m, tmp_path / "embed" / f"{part}.parquet")
+        embed.append(str(tmp_path / "embed" / f"{part}.parquet"))
+    fix = {"clip_threshold": 0.3, "dedup_threshold": 0.99, "aesthetic_threshold": 4.5}
+    stats = run_fix(str(tmp_path / "index.parquet"), str(tmp_path / "fix" / "keys.parquet"),
+                    str(tmp_path / "fix" / "stats.json"), "ref", fix, assign, embed, aesthetic)
+    assert pd.read_parquet(tmp_path / "fix" / "keys.parquet")[KEY].tolist() == ["k0", "k5"]
+    assert read_json(tmp_path / "fix" / "stats.json") == json.loads(json.dumps(stats))
+    tmars = write_parts(pool, ["s_tmars"], tmp_path, "tmars")
+    base = run_baseline("tmars", str(tmp_path / "index.parquet"), str(tmp_path / "fix" / "stats.json"),
+                        str(tmp_path / "t" / "keys.parquet"), str(tmp_path / "t" / "stats.json"), "ref", 0,
+                        FRACTIONS, tmars)
+    assert base["size"] == 2 and len(pd.read_parquet(tmp_path / "t" / "keys.parquet")) == 2
+    with pytest.raises(FilterError, match="missing"):
+        run_baseline("tmars", str(tmp_path / "index.parquet"), str(tmp_path / "fix" / "stats.json"),
+                     str(tmp_path / "t" / "keys.parquet"), str(tmp_path / "t" / "stats.json"), "ref", 0,
+                     FRACTIONS, tmars[:1])
+
+
+# --- tables and configuration --------------------------------------------------------------------
+
+
+def eval_json(inet, ret):
+    return {"groups": {"ImageNet": {"value": inet}, "ImageNet dist. shifts": {"value": None},
+                       "VTAB": {"value": None}, "Retrieval": {"value": ret}, "Average": {"value": (inet + ret) / 2}}}
+
+
+def sync_json(mean, std, gap, acc):
+    return {"sync_score_mean": mean, "sync_score_std": std, "sync_gap_mean": gap, "word_accuracy": acc}
+
+
+def test_table10_has_the_papers_rows_for_each_model():
+    table = build_table10([("filter_fix", "tiny-rn"), ("pool", "tiny-rn")], ["tiny-rn"],
+                          [eval_json(0.5, 0.1), eval_json(0.4, 0.2)],
+                          [sync_json(0.163, 0.0659, 0.01, 0.0), sync_json(0.368, 0.0427, 0.2, 0.4)],
+                          [1200, 4000], "demo", 3)
+    assert list(table.columns) == ["filter_fix", "pool"]
+    assert table.loc["Sync. Score ↓", "filter_fix"] == "0.163 ± 0.066"
+    assert table.loc["Data", "pool"] == "4000 (demo)"
+    assert list(table.index) == ["Data", "Sync. Score ↓", "IN", "Retrieval", "Avg.", "sync gap ↓ (added)",
+                                 "word acc. ↓ (added)"]  # groups no model has are left out
+    assert table.loc["Avg.", "pool"] == "0.300"
+
+
+def test_filters_table_adds_the_parrot_shares():
+    stats = [{"n_selected": 2, "n_eligible": 2, "mean_s_raw": 0.4,
+              "shares": {"share w/ text": 0.0, "share parrot": 0.0, "share parrot (truth)": None}},
+             {"n_selected": 2, "n_eligible": 3, "mean_s_raw": 0.43,
+              "shares": {"share w/ text": 1.0, "share parrot": 0.5, "share parrot (truth)": None}}]
+    table = build_filters_table(["filter_fix", "filter_clip_score"], ["tiny-rn"],
+                                [eval_json(0.5, 0.1), eval_json(0.3, 0.1)],
+                                [sync_json(0.1, 0.01, 0.0, 0.0), sync_json(0.3, 0.02, 0.1, 0.2)], stats)
+    assert table["filter"].tolist() == ["fix", "clip_score"]
+    assert table.loc["filter_clip_score", "share parrot"] == 0.5
+    assert "share parrot (truth)" not in table.columns  # no data has it here
+    assert table.loc["filter_fix", "tiny-rn IN"] == 0.5 and table.loc["filter_clip_score", "eligible"] == 3
+
+
+def test_check_filters_names_mistakes():
+    config = {"score": {"scorers": {"ref": {"arch": "tiny-rn"}}}, "curate": {"subsets": {"random": []}},
+              "filters": {"baselines": ["clip_score", "random"], "references": ["filter_random", "pool", "random"]}}
+    check_filters(config)
+    with pytest.raises(FilterError, match="filters.scorer"):
+        check_filters({**config, "filters": {**config["filters"], "scorer": "openai"}})
+    with pytest.raises(FilterError, match="names of filter subsets"):
+        check_filters({**config, "curate": {"subsets": {"filter_fix": []}}})
+    with pytest.raises(FilterError, match="references"):
+        check_filters({**config, "filters": {**config["filters"], "references": ["filter_tmars"]}})
+    with pytest.raises(FilterError, match="ViT-L/14"):
+        check_filters({**config, "filters": {**config["filters"], "aesthetic": {"scorer": "vitl"}}})
+
+
+# --- the workflow on the tiny config -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def filters_run(tmp_path_factory):
+    from workflow import snakemake, tiny_config, write_config
+
+    work = tmp_path_factory.mktemp("filters")
+    write_config(work, tiny_config())
+    snakemake(work, "-c", "2", "results/table_filters.csv", "results/table10.csv", timeout=1800)
+    return work
+
+
+FILTER_ROWS = ["filter_fix", "filter_clip_score", "filter_tmars", "filter_flip_clip", "filter_random"]
+
+
+@pytest.mark.slow
+def test_workflow_builds_both_tables_from_equal_size_subsets(filters_run):
+    subsets = filters_run / "results" / "demo" / "subsets"
+    fix = read_json(subsets / "filter_fix" / "stats.json")
+    assert fix["n_index"] == 24 and fix["n_ok"] + fix["n_skipped"] == 24
+    assert fix["n_ok"] == sum(fix["removed"].values()) + fix["n_selected"]
+    assert fix["removed"]["spotted text"] > 0 and fix["shares"]["share w/ text"] == 0.0
+    table = pd.read_csv(filters_run / "results" / "table_filters.csv", index_col=0)
+    assert list(table.index) == FILTER_ROWS
+    assert (table["samples"] == fix["n_selected"]).all()
+    for column in ("tiny-rn IN", "tiny-rn Ret.", "tiny-rn Sync. Score", "share parrot", "share w/ text (truth)"):
+        assert table[column].between(-1, 1).all(), column
+    for name in FILTER_ROWS:  # every subset was materialised with its own keys
+        keys = pd.read_parquet(subsets / name / "keys.parquet")
+        assert len(keys) == fix["n_selected"] and keys[KEY].is_unique
+        assert sum(json.loads((subsets / name / "shards" / "sizes.json").read_text()).values()) == len(keys)
+    table10 = pd.read_csv(filters_run / "results" / "table10.csv", index_col=0)
+    assert list(table10.columns) == ["filter_fix", "filter_random", "pool"]
+    assert {"Data", "Sync. Score ↓", "IN", "Retrieval", "Avg."} <= set(table10.index)
+    assert table10.loc["Data", "pool"] == "24 (demo)"
+
+
+@pytest.mark.slow
+def test_workflow_rescores_text_images_for_tmars_and_every_image_flipped(filters_run):
+    demo = filters_run / "results" / "demo"
+    index = pd.read_parquet(demo / "index.parquet", columns=[KEY, "has_text", "status"]).set_index(KEY)
+    for variant, column in (("tmars", "s_tmars"), ("flip", "s_flip")):
+        table = pd.concat(pd.read_parquet(p) for p in sorted((demo / "filters" / variant / "ref").glob("*.parquet")))
+        assert set(table[KEY]) == set(index.index)
+        scored = table.set_index(KEY)[column].notna()
+        expected = index["has_text"].fillna(False).astype(bool) if variant == "tmars" else index["status"] == "ok"
+        assert scored.sort_index().equals(expected.sort_index().rename(column))
+
+
+@pytest.mark.slow
+def test_filter_settings_rerun_exactly_what_they_affect(filters_run):
+    from workflow import planned_jobs
+
+    targets = ("results/table_filters.csv", "results/table10.csv")
+    assert planned_jobs(filters_run, *targets) == {}
+
+    def plan(name, text):
+        path = filters_run / f"{name}.yaml"
+        path.write_text(text)
+        return planned_jobs(filters_run, *targets, "--configfile", str(path))
+
+    # T-MARS's masking: its two part jobs and its own subset onwards; flip-CLIP and the fix stay.
+    jobs = plan("ring", "filters:\n  tmars:\n    ring_px: 5\n")
+    assert jobs == {"filter_rescore": 2, "filter_baseline": 1, "curate_shards": 1, "train": 1, "evaluate": 1,
+                    "evaluate_sync": 1, "table_filters": 1}
+    # The fix's threshold: the fix and every baseline (their size follows it), no re-scoring.
+    jobs = plan("threshold", "filters:\n  fix:\n    clip_threshold: -0.9\n    dedup_threshold: 1.0\n")
+    assert jobs["filter_fix"] == 1 and jobs["filter_baseline"] == 4 and "filter_rescore" not in jobs
