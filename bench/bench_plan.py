@@ -186,10 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, LAION2B_SHARDS],
                         help="shard counts to plan (default: 1k, 10k, 100k, 230k)")
-    parser.add_argument("--shards-per-part", type=int, default=250,
-                        help="datasets.*.shards_per_part of every size (default 250)")
-    parser.add_argument("--compare-per-part", type=int, nargs="*", default=[100],
-                        help="other part sizes planned at the largest size (default: 100)")
+    parser.add_argument("--shards-per-part", type=int, default=500,
+                        help="datasets.*.shards_per_part of every size (default 500)")
+    parser.add_argument("--compare-per-part", type=int, nargs="*", default=[250],
+                        help="other part sizes planned at the largest size (default: 250)")
     parser.add_argument("--compare-tracked", action=argparse.BooleanOptionalAction, default=True,
                         help="also plan the largest size with track_shards: true (default: yes)")
     parser.add_argument("--targets", nargs="+", default=TARGETS)

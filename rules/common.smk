@@ -226,8 +226,10 @@ def curation_table_inputs(wildcards):
 
 def default_targets():
     tables = [f"results/{t}.csv" for t in config["curate"]["tables"]]
-    return ["results/table1.csv", "results/table2.csv", *tables, "results/figures/fig8_sync_trained.png",
-            *PROFILE_FIGURES, *report_targets()]
+    study = config["study_dataset"]
+    return ["results/table1.csv", "results/table2.csv", *tables, "results/table10.csv",
+            "results/table_filters.csv", "results/figures/fig8_sync_trained.png",
+            f"results/figures/fig6_7_synth_{study}.png", *PROFILE_FIGURES, *report_targets()]
 
 
 # The data-profile figures (rules/figures.smk): Figs. 1, 3a-b, 4a-c, 5 (left) and the cluster profile.

@@ -10,6 +10,8 @@ REPORT_TABLES = {
     **{t: (f"{t.replace('table', 'Table ')}: CLIP trained on curated subsets", "curation_table.rst")
        for t in config["curate"]["tables"]},
     "cluster_profile": ("Cluster profile (Figs. 3a, 5 left)", "cluster_profile.rst"),
+    "table10": ("Table 10: the simple fix against reference models", "table10.rst"),
+    "table_filters": ("Filters compared: fix, CLIP-score, T-MARS, flip-CLIP, random", "table_filters.rst"),
 }
 
 

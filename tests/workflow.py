@@ -23,7 +23,7 @@ def tiny_config() -> dict:
     return yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
     """Run snakemake with the repository's Snakefile in ``workdir`` (which holds config.yaml)."""
     cmd = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
