@@ -281,6 +281,30 @@ def test_a_different_demo_seed_changes_data_and_subsets(reference, tmp_path):
            f"({', '.join(Path(rel).parent.name for rel in changed)})", survived=True, samples_lost=None)
 
 
+SHUFFLE_ORDER = r"""
+import sys
+import webdataset as wds
+if sys.argv[1] == "seeded":
+    from parrotscope.openclip_main import seed_webdataset_shuffle
+    seed_webdataset_shuffle()
+print([list(wds.shuffle(bufsize=50, initial=20)(iter(range(200)))) for epoch in range(2)])
+"""
+
+
+def test_openclip_sample_shuffle_is_reproducible_only_when_seeded():
+    """Two processes shuffle alike with parrotscope.openclip_main's seeding (each epoch its own
+    order), and differently without it: the cause of unreproducible trainings it removes."""
+    def order(mode):
+        return subprocess.run([sys.executable, "-c", SHUFFLE_ORDER, mode], capture_output=True, text=True,
+                              check=True).stdout
+
+    seeded = order("seeded")
+    assert seeded == order("seeded")
+    first, second = eval(seeded)
+    assert first != second and sorted(first) == list(range(200))
+    assert order("plain") != order("plain")
+
+
 # ----------------------------------------------------------------------------------------------
 # 3. Corrupted intermediates
 

@@ -2,9 +2,8 @@
 
 open_clip_train builds its webdataset pipeline with ``wds.shuffle(bufsize, initial)`` and no random
 generator, and webdataset then seeds one from the clock and the process id: two runs with the same
-``--seed`` see their samples in different orders and train different models (measured here: the
-first logged loss of the tiny reference CLIP differed, 1.8834 vs 2.0622, and every table that the
-model scores or selects followed). Here ``wds.shuffle`` gets a generator seeded from OpenCLIP's own
+``--seed`` see their samples in different orders and train different models (and every table the
+model scores or selects follows). Here ``wds.shuffle`` gets a generator seeded from OpenCLIP's own
 worker seed (derived from ``--seed``, the rank and the dataloader worker) and the number of shuffles
 this process has started (one per epoch); everything else is OpenCLIP's ``main`` unchanged. Works
 under torchrun too (``-m parrotscope.openclip_main``).
