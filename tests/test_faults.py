@@ -291,6 +291,7 @@ print([list(wds.shuffle(bufsize=50, initial=20)(iter(range(200)))) for epoch in 
 """
 
 
+@pytest.mark.slow
 def test_openclip_sample_shuffle_is_reproducible_only_when_seeded():
     """Two processes shuffle alike with parrotscope.openclip_main's seeding (each epoch its own
     order), and differently without it: the cause of unreproducible trainings it removes."""

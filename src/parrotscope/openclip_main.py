@@ -26,7 +26,8 @@ def _seeded_shuffle(data, bufsize=1000, initial=100, rng=None, handler=None):
     if rng is None:
         from open_clip_train.data import pytorch_worker_seed
 
-        rng = random.Random(pytorch_worker_seed(next(_shuffles_started)))
+        # Both parts in the seed: outside a dataloader worker OpenCLIP's seed ignores the increment.
+        rng = random.Random(f"{pytorch_worker_seed()}:{next(_shuffles_started)}")
     return filters._shuffle(data, bufsize=bufsize, initial=initial, rng=rng, handler=handler)
 
 
