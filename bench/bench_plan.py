@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from benchdoc import add_common_arguments, write_section
+from benchdoc import add_common_arguments, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## planning (LAION-2B scale)"
@@ -208,10 +208,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{result.peak_mb:.0f} MB", flush=True)
         results.append(result)
     section = markdown(results, load_start, os.getloadavg()[0])
-    print(section)
-    if not args.no_write:
-        write_section(SECTION, section, args.out)
-        print(f"written to {args.out}")
+    publish(SECTION, section, args)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from parrotscope.score import Scorer, score_table
 from parrotscope.shards import iter_shard
 from parrotscope.train import build_model
 
-from benchdoc import add_common_arguments, write_section
+from benchdoc import add_common_arguments, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "score"
@@ -179,10 +179,7 @@ def main(argv: list[str] | None = None) -> None:
             print({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
             rows.append(row)
     section = markdown(rows, source, args.batch_size, load)
-    print(section)
-    if not args.no_write:
-        write_section(f"## {SECTION}", section, args.out)
-        print(f"written to {args.out}")
+    publish(f"## {SECTION}", section, args)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from parrotscope.spot import RapidOCRSpotter, spot_table
 
-from benchdoc import add_common_arguments, write_section
+from benchdoc import add_common_arguments, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 FONTS = [
@@ -307,10 +307,7 @@ def main(argv: list[str] | None = None) -> None:
             r = measure(images, opts, threads, args.repeats, min_score, min_alnum)
             results.append((label, threads, opts, r))
     section = markdown(results, source, min_score, min_alnum, load)
-    print(section)
-    if not args.no_write:
-        write_section("## spot", section, args.out)
-        print(f"written to {args.out}", file=sys.stderr)
+    publish("## spot", section, args)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from parrotscope.inpaint import TeleaInpainter, encode_png, rasterise
 
-from benchdoc import write_section
+from benchdoc import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## inpaint (Telea)"
@@ -166,10 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [(size, len(items), radius, measure(items, radius, args.repeats))
             for size, items in sets for radius in args.radius]
     section = markdown(rows, args.dilate_px, load)
-    print(section)
-    if not args.no_write:
-        write_section(SECTION, section, args.out)
-        print(f"written to {args.out}")
+    publish(SECTION, section, args)
 
 
 if __name__ == "__main__":

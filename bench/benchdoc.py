@@ -21,6 +21,14 @@ def write_section(heading: str, section: str, path: Path) -> None:
     path.write_text(text)
 
 
+def publish(heading: str, section: str, args) -> None:
+    """Print a benchmark's section and record it in ``args.out`` unless ``--no-write``."""
+    print(section)
+    if not args.no_write:
+        write_section(heading, section, args.out)
+        print(f"written to {args.out}", flush=True)
+
+
 def add_common_arguments(parser, root: Path, shards: bool = True) -> None:
     """The options every benchmark shares: repeats, where the demo shards are (``shards=False``
     for a benchmark that reads none), where results go."""

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdoc import write_section  # noqa: E402
+from benchdoc import publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Faults tried"
@@ -87,9 +87,7 @@ def main() -> int:
         rc, seconds, summary = run_suite(record, args.pytest_args)
     records = json.loads(record.read_text()) if record.exists() else []
     section = render(records, seconds, summary)
-    print(section)
-    if not args.no_write:
-        write_section(HEADING, section, args.out)
+    publish(HEADING, section, args)
     return rc
 
 

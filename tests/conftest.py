@@ -50,3 +50,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    """A tiny-rn CLIP scorer with random weights (seed 0): real model code, no downloads."""
+    import torch
+
+    from parrotscope.score import Scorer
+    from parrotscope.train import build_model
+
+    torch.manual_seed(0)
+    model, preprocess, tokenizer = build_model("tiny-rn", device="cpu")
+    return Scorer("random-tiny", model, preprocess, tokenizer, "cpu")

@@ -22,12 +22,6 @@ def _one_thread(one_torch_thread):
     """Every test of this module runs with one torch thread (see conftest)."""
 
 
-@pytest.fixture(scope="module")
-def scorer():
-    torch.manual_seed(0)
-    model, preprocess, tokenizer = build_model("tiny-rn", device="cpu")
-    return Scorer("random-tiny", model, preprocess, tokenizer, "cpu")
-
 
 @pytest.fixture
 def part(tmp_path):

@@ -24,7 +24,6 @@ read the workflow's files and write PNGs atomically.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Mapping, Sequence
@@ -34,7 +33,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .io import KEY, atomic_path, read_parquet, write_csv
-from .match import Normalisation, normalise_word
+from .match import Normalisation, normalise_word, truth_record
 
 # Fig. 3a's three data types, in stacking order: (column, legend label, colour).
 TEXT_TYPES = (
@@ -431,13 +430,8 @@ def text_height(poly: np.ndarray) -> float:
 
 def truth_regions(meta: str | None) -> tuple[list[str], list[np.ndarray]] | None:
     """The demo generator's rendered words and their polygons, or None without ground truth."""
-    if not meta:
-        return None
-    try:
-        truth = json.loads(meta).get("truth")
-    except (json.JSONDecodeError, AttributeError):
-        return None
-    if not isinstance(truth, dict) or "words" not in truth or "word_polygons" not in truth:
+    truth = truth_record(meta, "word_polygons")
+    if truth is None:
         return None
     return [str(w) for w in truth["words"]], [np.asarray(p, np.float64).reshape(-1, 2) for p in truth["word_polygons"]]
 

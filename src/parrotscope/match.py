@@ -103,17 +103,24 @@ def match_caption(caption: str, ocr_text: str, norm: Normalisation, threshold: f
     }
 
 
-def truth_words(meta: str) -> list[str] | None:
-    """The rendered words recorded by the demo generator, or None for data without ground truth."""
+def truth_record(meta: str | None, *fields: str) -> dict | None:
+    """The demo generator's ground truth (``json["truth"]``) when it has ``words`` and every one
+    of ``fields``; None for data without ground truth or with a malformed record."""
     if not meta:
         return None
     try:
         truth = json.loads(meta).get("truth")
     except (json.JSONDecodeError, AttributeError):
         return None
-    if not isinstance(truth, dict) or "words" not in truth:
+    if not isinstance(truth, dict) or any(f not in truth for f in ("words", *fields)):
         return None
-    return [str(w) for w in truth["words"]]
+    return truth
+
+
+def truth_words(meta: str) -> list[str] | None:
+    """The rendered words recorded by the demo generator, or None for data without ground truth."""
+    truth = truth_record(meta)
+    return None if truth is None else [str(w) for w in truth["words"]]
 
 
 def match_table(samples: pd.DataFrame, spots: pd.DataFrame, norm: Normalisation,
