@@ -16,6 +16,20 @@ from parrotscope.shards import expand_shards
 
 # First a one-line error naming the key and what it expects; Snakemake's validation fills defaults.
 check_schema(config, yaml.safe_load((Path(workflow.basedir) / "schemas" / "config.schema.yaml").read_text()))
+def graph_output_only():
+    """`snakemake -n --dag | dot -Tsvg > dag.svg` (the command users type) must give dot pure dot:
+    a dry run logs "Building DAG of jobs..." to stdout, so graph printing moves the log to stderr."""
+    import sys
+
+    from snakemake.logging import logger
+
+    if {"--dag", "--rulegraph", "--filegraph", "--d3dag"} & set(sys.argv):
+        for handler in logger.handlers:
+            if getattr(handler, "stream", None) is sys.stdout:
+                handler.setStream(sys.stderr)
+
+
+graph_output_only()
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 check_config(config)
 
