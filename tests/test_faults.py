@@ -139,16 +139,6 @@ def any_file(pattern: str) -> Callable[[Path], bool]:
     return lambda work: any(work.glob(pattern))
 
 
-def log_says(path: str, text: str) -> Callable[[Path], bool]:
-    def check(work: Path) -> bool:
-        try:
-            return text in (work / path).read_text(errors="replace")
-        except FileNotFoundError:
-            return False
-
-    return check
-
-
 @dataclass(frozen=True)
 class KillCase:
     """A stage's outputs, removed from a copy of the reference run and rebuilt under a SIGKILL
@@ -172,8 +162,9 @@ KILL_CASES = [
     KillCase("score", tuple(f"results/demo/score/ref/{p}.parquet" for p in PARTS),
              any_file("logs/score/demo/ref/*.log"), "a score job has opened its log (CLIP scoring)"),
     KillCase("train", ("results/models/demo/pool/tiny-rn/checkpoint.pt", "results/models/demo/pool/tiny-rn/results.json"),
-             log_says("results/models/demo/pool/tiny-rn/run/console.log", "Start epoch"),
-             "OpenCLIP's trainer has started its first epoch", by_products=("results/models/demo/pool/tiny-rn/run",)),
+             any_file("results/models/demo/pool/tiny-rn/run/console.log"),
+             "the train job has started OpenCLIP's trainer (its console log exists)",
+             by_products=("results/models/demo/pool/tiny-rn/run",)),
 ]
 
 
