@@ -86,11 +86,10 @@ def build_recogniser(spec: dict, cfg: STRConfig, seed: int = 0) -> CLIP4STR:
 
 
 def resolve_hparams(hparams: dict | None) -> dict:
-    hparams = dict(hparams or {})
-    unknown = sorted(set(hparams) - set(DEFAULT_HPARAMS))
-    if unknown:
-        raise ValueError(f"unknown STR training hyperparameters {unknown}; known: {sorted(DEFAULT_HPARAMS)}")
-    return {**DEFAULT_HPARAMS, **hparams}
+    """STR fine-tuning settings: :data:`DEFAULT_HPARAMS` overlaid with ``hparams``."""
+    from .train import overlay_hparams
+
+    return overlay_hparams(DEFAULT_HPARAMS, hparams, "STR training")
 
 
 # ----------------------------------------------------------------------------------------------

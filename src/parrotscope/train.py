@@ -234,13 +234,18 @@ def load_checkpoint_model(arch: str | dict, checkpoint_path: str | os.PathLike, 
 # The trainer's command line
 
 
-def resolve_hparams(hparams: dict | None) -> dict:
-    """Defaults overlaid with ``hparams``; unknown keys are refused (a typo would silently do nothing)."""
+def overlay_hparams(defaults: dict, hparams: dict | None, what: str = "training") -> dict:
+    """``defaults`` overlaid with ``hparams``; unknown keys are refused (a typo would silently do nothing)."""
     hparams = dict(hparams or {})
-    unknown = sorted(set(hparams) - set(DEFAULT_HPARAMS))
+    unknown = sorted(set(hparams) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown training hyperparameters {unknown}; known: {sorted(DEFAULT_HPARAMS)}")
-    return {**DEFAULT_HPARAMS, **hparams}
+        raise ValueError(f"unknown {what} hyperparameters {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **hparams}
+
+
+def resolve_hparams(hparams: dict | None) -> dict:
+    """OpenCLIP trainer settings: :data:`DEFAULT_HPARAMS` overlaid with ``hparams``."""
+    return overlay_hparams(DEFAULT_HPARAMS, hparams)
 
 
 def plan_workers(n_shards: int, configured: int, world_size: int, resampled: bool) -> int:
