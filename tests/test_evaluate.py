@@ -3,7 +3,11 @@
 import io
 import json
 import math
+import re
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -275,3 +279,15 @@ def test_tasks_for_picks_demo_sets_datacomp_or_an_explicit_list(tmp_path):
 def test_malformed_tasks_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         normalise_task(bad)
+
+
+def test_parsing_the_workflow_does_not_import_torch():
+    """Every snakemake start (and every Slurm job) parses the Snakefile: the modules the rules
+    import at parse time must not pull in torch (~3 s and ~650 MB each time)."""
+    rules = (Path(__file__).resolve().parents[1] / "rules").glob("*.smk")
+    modules = sorted({m for path in rules for m in re.findall(r"^\s*from (parrotscope\.\w+) import",
+                                                                path.read_text(), re.M)})
+    assert "parrotscope.evaluate" in modules
+    code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", modules

@@ -193,3 +193,4 @@ def test_report_gathers_tables_and_figures(tiny_run):
                  "cluster_profile.html", "ground truth"):
         assert text in html, text
     assert "src=\"http" not in html  # self-contained: nothing fetched when opened
+

@@ -64,8 +64,6 @@ import os
 import time
 from importlib.metadata import version
 
-import torch
-
 from .devices import resolve_device, set_torch_threads
 from .io import write_json
 
@@ -291,6 +289,8 @@ class _CountingLoader:
         self.n_texts = 0
 
     def __iter__(self):
+        import torch
+
         for images, targets in self.loader:
             self.n_images += len(images)
             if not torch.is_tensor(targets):  # retrieval: a list of caption lists per image
@@ -300,6 +300,7 @@ class _CountingLoader:
 
 def build_loader(task: dict, preprocess, batch_size: int, num_workers: int = 0):
     """clip-benchmark's dataset for ``task`` and the DataLoader its CLI would build for it."""
+    import torch
     from clip_benchmark.datasets.builder import build_dataset
 
     dataset = build_dataset(dataset_name=task["dataset"], root=str(task["root"]), transform=preprocess,
@@ -325,6 +326,8 @@ def autocast_device(device: str) -> str:
 
     For ``cuda:N`` the current CUDA device is set to N, so ``.to("cuda")`` lands there.
     """
+    import torch
+
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is not None:
         torch.cuda.set_device(dev.index)

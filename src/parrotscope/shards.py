@@ -19,8 +19,6 @@ from typing import Iterable, Iterator
 import numpy as np
 from braceexpand import braceexpand
 from PIL import Image, ImageFile
-from webdataset import gopen
-from webdataset.tariterators import base_plus_ext
 
 # Pixel limits are enforced by check_sample with a configured bound and a recorded reason,
 # rather than by PIL's global decompression-bomb error.
@@ -125,6 +123,11 @@ def iter_shard(url: str) -> Iterator[Sample]:
     records it as a duplicate. A tar that does not end with its end-of-archive block (truncated, or
     a garbled member header) raises :class:`ShardError` after its readable samples.
     """
+    # webdataset imports torch: imported here, not at module level, because the Snakefile imports
+    # this module while parsing (every snakemake start and every Slurm job).
+    from webdataset import gopen
+    from webdataset.tariterators import base_plus_ext
+
     current: Sample | None = None
     tarinfo, state = _header_watch()
     try:
@@ -183,6 +186,8 @@ def scan_shard(path: str) -> ShardScan:
     webdataset would unpickle, reading member headers only (data is seeked over). Raises
     :class:`ShardError` naming the tar when it does not read to its end-of-archive block, so a
     truncated or garbled shard is not taken as a smaller one."""
+    from webdataset.tariterators import base_plus_ext  # lazily: see iter_shard
+
     tarinfo, state = _header_watch()
     n, key, exts, unpickled = 0, None, set(), []
     try:
