@@ -2,7 +2,8 @@
 steps and cleaner or noisier parrot captions, and measure reading three ways.
 
 Run after the embedded default has built ``results/table3.csv`` in ``--workdir`` (it reuses that
-run's index, pool shards, subsets and synthetic benchmark). Each variant is ``NAME=SUBSET:EPOCHS[:LR]`` (LR: the learning rate, default ``train.hparams.lr``):
+run's index, pool shards, subsets and synthetic benchmark). Each variant is ``NAME=SUBSET:EPOCHS[:LR[:BATCH]]`` (LR, BATCH: the learning rate and batch size,
+default ``train.hparams``; an empty LR keeps the default):
 
 * ``SUBSET`` ``text_only`` (or any curated subset of the run): the workflow's own subset shards;
 * ``SUBSET`` ``parrots``: every pool image whose caption words were all spotted (CoTR = 1, exact
@@ -94,7 +95,8 @@ def held_out_reading(scorer, generator: dict) -> float:
     return float(np.mean([vocab[b] in w for b, w in zip(best, words)]))
 
 
-def run_variant(workdir: Path, name: str, subset: str, epochs: int, lr: float | None = None) -> dict:
+def run_variant(workdir: Path, name: str, subset: str, epochs: int, lr: float | None = None,
+                batch: int | None = None) -> dict:
     """Train one CLIP (one thread) and measure its reading."""
     import yaml
     from snakemake.utils import validate
@@ -111,6 +113,8 @@ def run_variant(workdir: Path, name: str, subset: str, epochs: int, lr: float | 
     hparams = {**config["train"]["hparams"], "epochs": epochs}
     if lr is not None:
         hparams["lr"] = lr
+    if batch is not None:
+        hparams["batch_size"] = batch
     arch = config["train"]["models"][0]
     record = train_from_counts(shards, str(shards_dir / "sizes.json"), arch, hparams, str(out / "run"),
                                str(out / "checkpoint.pt"), str(out / "results.json"), device="cpu",
@@ -121,22 +125,32 @@ def run_variant(workdir: Path, name: str, subset: str, epochs: int, lr: float | 
     reading = held_out_reading(load_scorer(spec, "cpu"), config["datasets"]["demo"]["generator"])
     n = json.loads((shards_dir / "sizes.json").read_text())
     return {"variant": name, "subset": subset, "samples": sum(n.values()), "epochs": epochs, "lr": hparams["lr"],
+            "batch": hparams["batch_size"],
             "steps": sum(n.values()) * epochs // hparams["batch_size"], "train_s": round(record["wall_s"]),
             "synth word acc.": sync["word_accuracy"], "sync gap": sync["sync_gap_mean"],
             "held-out demo reading": reading}
 
 
-def parse_variant(text: str) -> tuple[str, str, int, float | None]:
+def parse_variant(text: str) -> tuple[str, str, int, float | None, int | None]:
     name, _, rest = text.partition("=")
     subset, _, rest = rest.partition(":")
-    epochs, _, lr = rest.partition(":")
+    epochs, _, rest = rest.partition(":")
+    lr, _, batch = rest.partition(":")
     try:
         rate = float(lr) if lr else None
     except ValueError:
         rate = -1.0
-    if not (name and subset and epochs.isdigit()) or (rate is not None and rate <= 0):
-        raise argparse.ArgumentTypeError(f"variant {text!r}: expected NAME=SUBSET:EPOCHS[:LR]")
-    return name, subset, int(epochs), rate
+    if not (name and subset and epochs.isdigit()) or (rate is not None and rate <= 0) or (batch and not batch.isdigit()):
+        raise argparse.ArgumentTypeError(f"variant {text!r}: expected NAME=SUBSET:EPOCHS[:LR[:BATCH]]")
+    return name, subset, int(epochs), rate, int(batch) if batch else None
+
+
+def variant_text(name: str, subset: str, epochs: int, lr: float | None, batch: int | None) -> str:
+    """The command-line form of a parsed variant (for the section's command line)."""
+    text = f"{name}={subset}:{epochs}"
+    if lr or batch:
+        text += f":{lr or ''}"
+    return text + (f":{batch}" if batch else "")
 
 
 def main() -> None:
@@ -158,7 +172,7 @@ def main() -> None:
     table = pd.DataFrame(rows).round(4).to_markdown(index=False)
     section = (f"{HEADING}\n\nOne tiny CLIP per variant (`train.hparams` of the run, epochs as listed, "
                f"one thread), chance word accuracy 1/16. `python bench/reading_onset.py --workdir RUN "
-               f"{' '.join(f'{n}={s}:{e}' + (f':{r}' if r else '') for n, s, e, r in args.variants)}`:\n\n{table}\n")
+               f"{' '.join(variant_text(*v) for v in args.variants)}`:\n\n{table}\n")
     print(section)
     if not args.no_write:
         if not args.out.exists():
