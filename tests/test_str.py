@@ -16,8 +16,8 @@ from parrotscope.str_data import (
     CHARSET_36, LmdbWords, RenderConfig, benchmark_label, bpe_lexicon, charset_label, crops_from_sample,
     demo_word_crops, polygon_crop_box, render_word, skip_reason, synthetic_words, word_accuracy, write_lmdb)
 from parrotscope.str_model import (
-    CLIP4STR, PermutedDecoder, STRConfig, Tokenizer, attention_masks, cloze_mask, image_tokens,
-    left_to_right_mask, permutations)
+    CLIP4STR, PermutedDecoder, STRConfig, Tokenizer, UnsupportedCLIP, attention_masks, cloze_mask,
+    image_tokens, left_to_right_mask, permutations, text_tokens)
 from parrotscope.str_train import (
     build_str_table, evaluate_str, letterbox, param_groups, probe_str, train_str, warmup_cosine)
 from parrotscope.train import build_model
@@ -404,3 +404,12 @@ def test_table_str_on_the_tiny_config(tmp_path):
     m = json.loads((tmp_path / "results" / "str" / "eval" / "pool" / "tiny-rn" / "demo.json").read_text())
     assert m["samples_in"] == m["processed"] + m["skipped"] > 0
     assert planned_jobs(tmp_path, "results/table_str.csv") == {}
+
+
+def test_towers_the_recogniser_cannot_read_are_named():
+    with pytest.raises(UnsupportedCLIP, match="image tower Conv2d is not supported"):
+        image_tokens(torch.nn.Conv2d(3, 8, 3), torch.zeros(1, 3, 32, 32))
+    coca_like = torch.nn.Module()
+    coca_like.cls_emb = torch.nn.Parameter(torch.zeros(8))
+    with pytest.raises(UnsupportedCLIP, match="class token"):
+        text_tokens(coca_like, torch.zeros(1, 4, dtype=torch.long))

@@ -332,8 +332,18 @@ def adapt_visual_input(visual: nn.Module, image_size: tuple[int, int]) -> None:
         pool.positional_embedding = nn.Parameter(
             _interpolate_grid(pool.positional_embedding.data, (old_h // 32, old_w // 32), (h // 32, w // 32)))
     else:
-        raise NotImplementedError(f"image tower {type(visual).__name__} is not supported (ViT and ModifiedResNet are)")
+        raise unsupported_tower(visual)
     visual.image_size = (h, w)
+
+
+class UnsupportedCLIP(TypeError):
+    """A source CLIP whose towers the recogniser cannot read tokens from."""
+
+
+def unsupported_tower(visual: nn.Module) -> UnsupportedCLIP:
+    """The error for an image tower other than open_clip's ViT and ModifiedResNet (e.g. timm towers)."""
+    return UnsupportedCLIP(f"image tower {type(visual).__name__} is not supported: CLIP4STR needs its token "
+                           f"features, read here from open_clip's VisionTransformer and ModifiedResNet")
 
 
 def _attention_pool_tokens(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -370,7 +380,7 @@ def image_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
         x = visual.stem(images)
         x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
         return _attention_pool_tokens(visual.attnpool, x)
-    raise NotImplementedError(f"image tower {type(visual).__name__} is not supported (ViT and ModifiedResNet are)")
+    raise unsupported_tower(visual)
 
 
 def text_parts(clip: nn.Module) -> nn.Module:
@@ -382,7 +392,8 @@ def text_tokens(clip: nn.Module, token_ids: torch.Tensor) -> torch.Tensor:
     """Every position of the CLIP text encoder's output, projected: ``[B, context, E]``."""
     text = text_parts(clip)
     if getattr(text, "cls_emb", None) is not None:
-        raise NotImplementedError("text towers with a class token are not supported")
+        raise UnsupportedCLIP("text towers with a class token (CoCa-style) are not supported: the "
+                              "cross-modal branch reads every position of a causal text tower")
     x = text.token_embedding(token_ids) + text.positional_embedding
     x = text.transformer(x, attn_mask=text.attn_mask)
     x = text.ln_final(x)
