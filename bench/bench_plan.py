@@ -62,12 +62,12 @@ class Result:
     peak_mb: float
 
 
-
 def load_note(load: float) -> str:
     """How to read the wall times, given the machine's load while they were measured."""
     if load < 1.0:
         return "a quiet machine: wall time is the planning time a user waits"
     return "the machine was shared: wall times stretch with the load, CPU times much less"
+
 
 def make_placeholders(root: Path, n_shards: int) -> dict[str, Path]:
     """Empty shard files 000000.tar ... and empty weight files; existing ones are kept (reruns are
@@ -161,7 +161,8 @@ def markdown(results: list[Result], load_start: float, load_end: float) -> str:
         f"Measured {datetime.date.today().isoformat()} by `bench/bench_plan.py` on {platform.machine()} "
         f"Linux, {os.cpu_count()} CPU cores, Python {platform.python_version()}, Snakemake "
         f"{snakemake.__version__}; 1-minute load average {load_start:.1f} when the run started and "
-        f"{load_end:.1f} at its end ({load_note(max(load_start, load_end))}). Dry runs (`snakemake TARGET -n`) of the study on a LAION-2B-like dataset: N empty "
+        f"{load_end:.1f} at its end ({load_note(max(load_start, load_end))}). Dry runs "
+        f"(`snakemake TARGET -n`) of the study on a LAION-2B-like dataset: N empty "
         f"placeholder shards of a `shards:` brace pattern, two released scorers (ViT-B-32, ViT-L-14) as "
         f"local checkpoints, Tables 3-6 subsets of 3M samples, RN50 and ViT-B-32 trained on each, DataComp "
         f"evaluation, the fix with the aesthetic predictor. `all` is the default target. CPU = user + "

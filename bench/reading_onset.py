@@ -2,8 +2,9 @@
 steps and cleaner or noisier parrot captions, and measure reading three ways.
 
 Run after the embedded default has built ``results/table3.csv`` in ``--workdir`` (it reuses that
-run's index, pool shards, subsets and synthetic benchmark). Each variant is ``NAME=SUBSET:EPOCHS[:LR[:BATCH]]`` (LR, BATCH: the learning rate and batch size,
-default ``train.hparams``; an empty LR keeps the default):
+run's index, pool shards, subsets and synthetic benchmark). Each variant is
+``NAME=SUBSET:EPOCHS[:LR[:BATCH]]`` (LR, BATCH: the learning rate and batch size, default
+``train.hparams``; an empty LR keeps the default):
 
 * ``SUBSET`` ``text_only`` (or any curated subset of the run): the workflow's own subset shards;
 * ``SUBSET`` ``parrots``: every pool image whose caption words were all spotted (CoTR = 1, exact
@@ -140,7 +141,8 @@ def parse_variant(text: str) -> tuple[str, str, int, float | None, int | None]:
         rate = float(lr) if lr else None
     except ValueError:
         rate = -1.0
-    if not (name and subset and epochs.isdigit()) or (rate is not None and rate <= 0) or (batch and not batch.isdigit()):
+    malformed = not (name and subset and epochs.isdigit()) or (batch and not batch.isdigit())
+    if malformed or (rate is not None and rate <= 0):
         raise argparse.ArgumentTypeError(f"variant {text!r}: expected NAME=SUBSET:EPOCHS[:LR[:BATCH]]")
     return name, subset, int(epochs), rate, int(batch) if batch else None
 

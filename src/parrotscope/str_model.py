@@ -310,6 +310,16 @@ def native_image_size(visual: nn.Module) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
+class UnsupportedCLIP(TypeError):
+    """A source CLIP whose towers the recogniser cannot read tokens from."""
+
+
+def unsupported_tower(visual: nn.Module) -> UnsupportedCLIP:
+    """The error for an image tower other than open_clip's ViT and ModifiedResNet (e.g. timm towers)."""
+    return UnsupportedCLIP(f"image tower {type(visual).__name__} is not supported: CLIP4STR needs its token "
+                           f"features, read here from open_clip's VisionTransformer and ModifiedResNet")
+
+
 def adapt_visual_input(visual: nn.Module, image_size: tuple[int, int]) -> None:
     """Make an image tower take ``(height, width)`` inputs by resizing its positional embeddings
     (ViT: the patch grid; ModifiedResNet: the attention pool's 1/32 grid). In place."""
@@ -334,16 +344,6 @@ def adapt_visual_input(visual: nn.Module, image_size: tuple[int, int]) -> None:
     else:
         raise unsupported_tower(visual)
     visual.image_size = (h, w)
-
-
-class UnsupportedCLIP(TypeError):
-    """A source CLIP whose towers the recogniser cannot read tokens from."""
-
-
-def unsupported_tower(visual: nn.Module) -> UnsupportedCLIP:
-    """The error for an image tower other than open_clip's ViT and ModifiedResNet (e.g. timm towers)."""
-    return UnsupportedCLIP(f"image tower {type(visual).__name__} is not supported: CLIP4STR needs its token "
-                           f"features, read here from open_clip's VisionTransformer and ModifiedResNet")
 
 
 def _attention_pool_tokens(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
