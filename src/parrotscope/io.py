@@ -37,7 +37,7 @@ def current_umask() -> int:
 
 def remove_stale_temporaries(path: Path, suffix: str) -> list[Path]:
     """Delete what a killed earlier attempt at ``path`` left: the hidden temporaries of
-    :func:`atomic_path` / :func:`atomic_dir` (``.NAME.<8 random characters><suffix>``).
+    :func:`atomic_path` / :func:`atomic_dir` (``.NAME.XXXXXXXX<suffix>``).
 
     A SIGKILL runs no cleanup, so without this a half-written tar of a killed job would stay on
     disk for every retry. Safe because Snakemake runs one job per output at a time; the name
