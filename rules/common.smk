@@ -108,6 +108,13 @@ def per_part(pattern):
     return inputs
 
 
+def index_parts(dataset, scored=True):
+    """The dataset's parrot index, one file per part: with every scorer's columns (`index`) or the
+    text-only view (`index_text`, no inpainting or scoring needed)."""
+    view = "index" if scored else "index_text"
+    return [f"results/{dataset}/{view}/{p}.parquet" for p in part_names(dataset)]
+
+
 def library_deps(module, seen=None):
     """The library module and every parrotscope module it imports, transitively."""
     seen = set() if seen is None else seen

@@ -15,7 +15,7 @@ SHARDED_SUBSET = subset_wildcard([*config["curate"]["subsets"], *filter_subsets(
 def curate_index(wildcards):
     """The full parrot index for criteria on CLIP scores, else the text-only index (no scoring)."""
     scored = needs_scores(config["curate"]["subsets"][wildcards.subset], config["score"]["scorers"])
-    return f"results/{wildcards.dataset}/{'index' if scored else 'index_text'}.parquet"
+    return index_parts(wildcards.dataset, scored)
 
 
 rule curate_select:
@@ -36,8 +36,9 @@ rule curate_select:
         "logs/curate/{dataset}/{subset}.select.log",
     benchmark:
         "benchmarks/curate/{dataset}/{subset}.select.tsv"
+    threads: config["db"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=config["db"]["mem_mb"],
     conda:
         "../envs/core.yaml"
     script:

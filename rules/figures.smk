@@ -18,7 +18,7 @@ def study_part_paths(stage):
 
 rule cluster_figures:
     input:
-        index=lambda w: f"results/{config['study_dataset']}/index.parquet",
+        index=index_parts(config["study_dataset"]),
         assign=cluster_paths("assign"),
         model=cluster_paths("model"),
     output:
@@ -46,7 +46,7 @@ rule cluster_figures:
 
 rule galleries:
     input:
-        index=lambda w: f"results/{config['study_dataset']}/index.parquet",
+        index=index_parts(config["study_dataset"]),
         assign=cluster_paths("assign"),
         spot=list(study_part_paths("spot").values()),
     output:
@@ -79,7 +79,7 @@ rule galleries:
 
 rule text_figures:
     input:
-        index=lambda w: f"results/{config['study_dataset']}/index.parquet",
+        index=index_parts(config["study_dataset"]),
         spot=list(study_part_paths("spot").values()),
         samples=list(study_part_paths("samples").values()),
     output:

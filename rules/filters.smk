@@ -105,7 +105,7 @@ rule filter_rescore:
 rule filter_fix:
     # The paper's fix: no spotted text, CLIP score and aesthetic thresholds, dedup per cluster.
     input:
-        index="results/{dataset}/index.parquet",
+        index=per_part("results/{dataset}/index/{part}.parquet"),
         assign=per_part(f"results/{{dataset}}/cluster/{cluster_scorer(config)}/assign/{{part}}.parquet"),
         embed=per_part(f"results/{{dataset}}/embed/{cluster_scorer(config)}/{{part}}.parquet"),
         aesthetic=per_part("results/{dataset}/filters/aesthetic/{part}.parquet") if FILTERS["aesthetic"] else [],
@@ -131,7 +131,7 @@ rule filter_fix:
 rule filter_baseline:
     # A baseline filter of the fix's size: CLIP-score top fraction, T-MARS, flip-CLIP or random.
     input:
-        index="results/{dataset}/index.parquet",
+        index=per_part("results/{dataset}/index/{part}.parquet"),
         fix_stats=f"results/{{dataset}}/subsets/{FIX_SUBSET}/stats.json",
         rescore=rescore_parts,
     output:

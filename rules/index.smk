@@ -1,4 +1,6 @@
-# Stage `index`: the parrot index, one row per sample joining everything known about it.
+# Stage `index`: the parrot index, one row per sample joining everything known about it, one file
+# per part (per-part jobs, parallel on a cluster like spot and match); the index of a dataset is
+# its folder of parts, which dataset-wide steps query through DuckDB (parrotscope.db).
 # Two views: `index_text` joins ingest, spot and match only (enough for the text criteria of
 # Curation I-II and the synthetic vocabularies, so Tables 3-4 need no inpainting or scoring);
 # `index` adds every scorer's columns (Table 2, Curation III).
@@ -6,21 +8,22 @@
 
 rule index_text:
     input:
-        samples=per_part("results/{dataset}/samples/{part}.parquet"),
-        spot=per_part("results/{dataset}/spot/{part}.parquet"),
-        match=per_part("results/{dataset}/match/{part}.parquet"),
+        samples="results/{dataset}/samples/{part}.parquet",
+        spot="results/{dataset}/spot/{part}.parquet",
+        match="results/{dataset}/match/{part}.parquet",
     output:
-        "results/{dataset}/index_text.parquet",
+        "results/{dataset}/index_text/{part}.parquet",
     params:
         scorers=[],
-        parts=lambda w: part_names(w.dataset),
         code=code_version("index"),
     log:
-        "logs/index/{dataset}_text.log",
+        "logs/index/{dataset}/text_{part}.log",
     benchmark:
-        "benchmarks/index/{dataset}_text.tsv"
+        "benchmarks/index/{dataset}/text_{part}.tsv"
     resources:
-        mem_mb=8000,
+        mem_mb=2000,
+    group:
+        "part"
     conda:
         "../envs/core.yaml"
     script:
@@ -29,23 +32,22 @@ rule index_text:
 
 rule index:
     input:
-        samples=per_part("results/{dataset}/samples/{part}.parquet"),
-        spot=per_part("results/{dataset}/spot/{part}.parquet"),
-        match=per_part("results/{dataset}/match/{part}.parquet"),
-        scores=lambda w: [f"results/{w.dataset}/score/{s}/{p}.parquet"
-                          for s in config["score"]["scorers"] for p in part_names(w.dataset)],
+        unpack(lambda w: {f"score_{s}": f"results/{w.dataset}/score/{s}/{w.part}.parquet"
+                          for s in config["score"]["scorers"]}),
+        samples="results/{dataset}/samples/{part}.parquet",
+        spot="results/{dataset}/spot/{part}.parquet",
+        match="results/{dataset}/match/{part}.parquet",
     output:
-        "results/{dataset}/index.parquet",
+        "results/{dataset}/index/{part}.parquet",
     params:
         scorers=list(config["score"]["scorers"]),
-        parts=lambda w: part_names(w.dataset),
         code=code_version("index"),
     log:
-        "logs/index/{dataset}.log",
+        "logs/index/{dataset}/{part}.log",
     benchmark:
-        "benchmarks/index/{dataset}.tsv"
+        "benchmarks/index/{dataset}/{part}.tsv"
     resources:
-        mem_mb=8000,
+        mem_mb=2000,
     conda:
         "../envs/core.yaml"
     script:

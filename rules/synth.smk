@@ -15,7 +15,7 @@ def synth_eval_path(dataset, model, source, n, ext):
 rule synth_vocab:
     input:
         # Captions and Co-Emb. words only: the text index, so the benchmark needs no scoring.
-        index="results/{dataset}/index_text.parquet",
+        index=per_part("results/{dataset}/index_text/{part}.parquet"),
     output:
         "results/synth/{dataset}/{source}_{n}gram.parquet",
     params:

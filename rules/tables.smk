@@ -12,6 +12,9 @@ rule table1:
         counts={d: f"results/{d}/parts.json" for d in config["datasets"]},
         decimals=config["tables"]["decimals"],
         code=code_version("tables"),
+    threads: config["db"]["threads"]
+    resources:
+        mem_mb=config["db"]["mem_mb"],
     log:
         "logs/tables/table1.log",
     benchmark:
@@ -24,7 +27,7 @@ rule table1:
 
 rule table2:
     input:
-        index=lambda w: f"results/{config['study_dataset']}/index.parquet",
+        index=index_parts(config["study_dataset"]),
     output:
         table="results/table2.csv",
         figure=report("results/figures/fig5_relative_scores.png", caption="../report/fig5_right.rst",
@@ -33,6 +36,9 @@ rule table2:
         scorers=list(config["score"]["scorers"]),
         decimals=config["tables"]["decimals"],
         code=code_version("tables"),
+    threads: config["db"]["threads"]
+    resources:
+        mem_mb=config["db"]["mem_mb"],
     log:
         "logs/tables/table2.log",
     benchmark:

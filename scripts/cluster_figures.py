@@ -3,5 +3,5 @@ from parrotscope.smk import log_to_file
 
 with log_to_file(snakemake):
     i, p, o = snakemake.input, snakemake.params, snakemake.output
-    run_cluster_figures(i.index, list(i.assign), i.model, p.scorer, p.max_clusters, p.seed, o.profile,
+    run_cluster_figures(list(i.index), list(i.assign), i.model, p.scorer, p.max_clusters, p.seed, o.profile,
                         o.fig3a, o.fig5)

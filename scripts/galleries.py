@@ -3,5 +3,5 @@ from parrotscope.smk import log_to_file
 
 with log_to_file(snakemake):
     i, p, o = snakemake.input, snakemake.params, snakemake.output
-    run_galleries(i.index, list(i.assign), p.spot, p.scorer, p.normalisation, p.share, p.n_clusters_shown,
+    run_galleries(list(i.index), list(i.assign), p.spot, p.scorer, p.normalisation, p.share, p.n_clusters_shown,
                   p.top_fraction, p.n_top, p.seed, p.max_pixels, o.fig3b, o.fig1)

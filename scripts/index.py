@@ -1,7 +1,7 @@
-from parrotscope.index import run_index
+from parrotscope.index import run_index_part
 from parrotscope.smk import log_to_file
 
 with log_to_file(snakemake):
     i = snakemake.input
-    run_index(snakemake.params.parts, list(i.samples), list(i.spot), list(i.match), list(i.get("scores", [])),
-              snakemake.params.scorers, snakemake.output[0])
+    run_index_part(snakemake.wildcards.part, i.samples, i.spot, i.match,
+                   {s: i[f"score_{s}"] for s in snakemake.params.scorers}, snakemake.output[0])

@@ -3,4 +3,4 @@ from parrotscope.synth import run_synth_vocab
 
 with log_to_file(snakemake):
     w, p = snakemake.wildcards, snakemake.params
-    run_synth_vocab(snakemake.input.index, w.source, int(w.n), p.top_k, p.normalisation, snakemake.output[0])
+    run_synth_vocab(list(snakemake.input.index), w.source, int(w.n), p.top_k, p.normalisation, snakemake.output[0])

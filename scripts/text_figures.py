@@ -3,5 +3,5 @@ from parrotscope.smk import log_to_file
 
 with log_to_file(snakemake):
     i, p, o = snakemake.input, snakemake.params, snakemake.output
-    run_text_figures(i.index, p.spot, p.samples, p.scorer, p.normalisation, p.max_images, p.seed, o.fig4a,
+    run_text_figures(list(i.index), p.spot, p.samples, p.scorer, p.normalisation, p.max_images, p.seed, o.fig4a,
                      o.fig4b, o.fig4c)

@@ -4,6 +4,8 @@ materialised subsets are equal-size shards with the source bytes, written all-or
 import json
 import math
 import tarfile
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -66,6 +68,17 @@ def make_index(n_no_text=18, n_text=36, n_bad=6) -> pd.DataFrame:
     return index
 
 
+def on_disk(index: pd.DataFrame) -> list[str]:
+    """The index as the workflow stores it, one parquet file per part (selection reads files)."""
+    root = Path(tempfile.mkdtemp(prefix="index-"))
+    paths = []
+    for part, frame in index.groupby("part", sort=True):
+        path = root / f"{part}.parquet"
+        write_parquet(frame, path)
+        paths.append(str(path))
+    return paths
+
+
 def _defined(x):
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
@@ -109,10 +122,10 @@ def test_paper_criterion_picks_exactly_the_matching_ok_rows(name):
     index = make_index()
     expected = expected_keys(index, name)
     assert 0 < len(expected) < (index["status"] == "ok").sum() or name == "random"
-    whole = select_subset(index, PAPER_SUBSETS[name], len(expected), seed=0, scorer="ref", name=name)
+    whole = select_subset(on_disk(index), PAPER_SUBSETS[name], len(expected), seed=0, scorer="ref", name=name)
     assert set(whole.keys["__key__"]) == expected
     assert whole.stats["n_eligible"] == len(expected)
-    part = select_subset(index, PAPER_SUBSETS[name], max(1, len(expected) // 2), seed=3, scorer="ref", name=name)
+    part = select_subset(on_disk(index), PAPER_SUBSETS[name], max(1, len(expected) // 2), seed=3, scorer="ref", name=name)
     assert set(part.keys["__key__"]) <= expected
     assert list(part.keys.columns) == ["__key__", "part", "shard"]
     assert part.keys["__key__"].is_monotonic_increasing
@@ -121,30 +134,30 @@ def test_paper_criterion_picks_exactly_the_matching_ok_rows(name):
 def test_not_ok_rows_are_never_chosen():
     index = make_index()
     n_ok = int((index["status"] == "ok").sum())
-    chosen = select_subset(index, [], n_ok, seed=0, scorer="ref").keys
+    chosen = select_subset(on_disk(index), [], n_ok, seed=0, scorer="ref").keys
     bad = set(index.loc[index["status"] != "ok", "__key__"])
     assert len(chosen) == n_ok and not bad & set(chosen["__key__"])
     with pytest.raises(SubsetTooSmall):
-        select_subset(index, [], n_ok + 1, seed=0, scorer="ref")
+        select_subset(on_disk(index), [], n_ok + 1, seed=0, scorer="ref")
 
 
 def test_undefined_values_never_match_even_not_equal():
     index = make_index()
-    chosen = select_subset(index, [["ref.rsa", "!=", 0.0]], 10, seed=0, scorer="ref", name="x")
+    chosen = select_subset(on_disk(index), [["ref.rsa", "!=", 0.0]], 10, seed=0, scorer="ref", name="x")
     assert chosen.stats["n_eligible"] == sum(
         1 for r in index.to_dict("records") if r["status"] == "ok" and _defined(r["ref.rsa"]) and r["ref.rsa"] != 0)
 
 
 def test_selection_is_seeded_and_independent_of_row_order():
     index = make_index()
-    a = select_subset(index, [], 12, seed=7, scorer="ref").keys
+    a = select_subset(on_disk(index), [], 12, seed=7, scorer="ref").keys
     shuffled = index.sample(frac=1.0, random_state=1).reset_index(drop=True)
-    b = select_subset(shuffled, [], 12, seed=7, scorer="ref").keys
+    b = select_subset(on_disk(shuffled), [], 12, seed=7, scorer="ref").keys
     pd.testing.assert_frame_equal(a, b)
-    c = select_subset(index, [], 12, seed=8, scorer="ref").keys
+    c = select_subset(on_disk(index), [], 12, seed=8, scorer="ref").keys
     assert set(c["__key__"]) != set(a["__key__"])
     # A smaller subset with the same criterion and seed lies inside the larger one.
-    small = select_subset(index, [], 5, seed=7, scorer="ref").keys
+    small = select_subset(on_disk(index), [], 5, seed=7, scorer="ref").keys
     assert set(small["__key__"]) <= set(a["__key__"])
 
 
@@ -152,7 +165,7 @@ def test_too_small_message_names_criterion_count_size_and_key():
     index = make_index()
     n = len(expected_keys(index, "cotr_eq_1.0"))
     with pytest.raises(SubsetTooSmall) as err:
-        select_subset(index, PAPER_SUBSETS["cotr_eq_1.0"], 1000, seed=0, scorer="ref", name="cotr_eq_1.0")
+        select_subset(on_disk(index), PAPER_SUBSETS["cotr_eq_1.0"], 1000, seed=0, scorer="ref", name="cotr_eq_1.0")
     msg = str(err.value)
     for part in ("cotr_eq_1.0", "cotr == 1.0", f"{n} status-ok", "1000", "curate.size"):
         assert part in msg
@@ -160,7 +173,7 @@ def test_too_small_message_names_criterion_count_size_and_key():
 
 def test_stats_are_means_of_the_chosen_samples():
     index = make_index()
-    sel = select_subset(index, PAPER_SUBSETS["text_only"], 10, seed=0, scorer="ref", name="text_only")
+    sel = select_subset(on_disk(index), PAPER_SUBSETS["text_only"], 10, seed=0, scorer="ref", name="text_only")
     chosen = index.set_index("__key__").loc[sel.keys["__key__"]]
     assert sel.stats["mean_s_raw"] == pytest.approx(chosen["ref.s_raw"].mean())
     assert sel.stats["mean_cotr"] == pytest.approx(chosen["cotr"].mean())
@@ -178,13 +191,13 @@ def test_stats_are_means_of_the_chosen_samples():
 ])
 def test_malformed_conditions_are_errors(conditions, message):
     with pytest.raises(CriterionError) as err:
-        select_subset(make_index(), conditions, 1, seed=0, scorer="ref", name="bad")
+        select_subset(on_disk(make_index()), conditions, 1, seed=0, scorer="ref", name="bad")
     assert message in str(err.value)
 
 
 def test_scorer_placeholder_needs_a_scorer():
     with pytest.raises(CriterionError, match="curate.scorer"):
-        select_subset(make_index(), PAPER_SUBSETS["rsa_ge_0.1"], 1, seed=0, scorer=None)
+        select_subset(on_disk(make_index()), PAPER_SUBSETS["rsa_ge_0.1"], 1, seed=0, scorer=None)
 
 
 def test_run_select_writes_keys_and_stats(tmp_path):
@@ -192,7 +205,7 @@ def test_run_select_writes_keys_and_stats(tmp_path):
     index = make_index()
     index["caption"] = "unused"
     write_parquet(index, index_path)
-    stats = run_select(str(index_path), str(tmp_path / "s/keys.parquet"), str(tmp_path / "s/stats.json"),
+    stats = run_select([str(index_path)], str(tmp_path / "s/keys.parquet"), str(tmp_path / "s/stats.json"),
                        "rsc_ge_0.1", PAPER_SUBSETS["rsc_ge_0.1"], 4, 0, "ref")
     keys = read_parquet(tmp_path / "s/keys.parquet")
     assert len(keys) == 4 and set(keys["__key__"]) <= expected_keys(index, "rsc_ge_0.1")

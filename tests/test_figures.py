@@ -169,11 +169,11 @@ def test_tile_highlights_co_embedded_words():
 def test_run_functions_write_every_figure(study):
     tmp, paths = study
     out = tmp / "out"
-    F.run_cluster_figures(str(paths["index"]), paths["assign"], paths["model"], "ref", 100, 0,
+    F.run_cluster_figures([str(paths["index"])], paths["assign"], paths["model"], "ref", 100, 0,
                           str(out / "profile.csv"), str(out / "fig3a.png"), str(out / "fig5.png"))
-    F.run_galleries(str(paths["index"]), paths["assign"], paths["spot"], "ref", NORM, 0.8, 4, 0.25, 3, 0,
+    F.run_galleries([str(paths["index"])], paths["assign"], paths["spot"], "ref", NORM, 0.8, 4, 0.25, 3, 0,
                     10**7, str(out / "fig3b.png"), str(out / "fig1.png"))
-    F.run_text_figures(str(paths["index"]), paths["spot"], paths["samples"], "ref", NORM, None, 0,
+    F.run_text_figures([str(paths["index"])], paths["spot"], paths["samples"], "ref", NORM, None, 0,
                        str(out / "fig4a.png"), str(out / "fig4b.png"), str(out / "fig4c.png"))
     for name in ("fig3a", "fig5", "fig3b", "fig1", "fig4a", "fig4b", "fig4c"):
         assert_png(out / f"{name}.png")
@@ -186,7 +186,7 @@ def test_many_clusters_are_merged_for_display(study):
     groups = F.merge_clusters(np.array([[0, 0], [0, 1], [5, 5], [5, 6]], np.float32), np.array([4, 4, 4, 4]), 2)
     assert groups[0] == groups[1] and groups[2] == groups[3] and groups[0] != groups[2]
     tmp, _ = study
-    F.run_cluster_figures(str(paths["index"]), paths["assign"], paths["model"], "ref", 2, 0,
+    F.run_cluster_figures([str(paths["index"])], paths["assign"], paths["model"], "ref", 2, 0,
                           str(tmp / "m.csv"), str(tmp / "m3a.png"), str(tmp / "m5.png"))
     assert_png(tmp / "m3a.png")
     assert len(pd.read_csv(tmp / "m.csv")) == 4  # the table keeps every cluster

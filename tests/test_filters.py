@@ -389,17 +389,17 @@ def test_run_fix_and_baselines_join_part_tables_by_key(tmp_path):
         write_embeddings(keys, m, m, tmp_path / "embed" / f"{part}.parquet")
         embed.append(str(tmp_path / "embed" / f"{part}.parquet"))
     fix = {"clip_threshold": 0.3, "dedup_threshold": 0.99, "aesthetic_threshold": 4.5}
-    stats = run_fix(str(tmp_path / "index.parquet"), str(tmp_path / "fix" / "keys.parquet"),
+    stats = run_fix([str(tmp_path / "index.parquet")], str(tmp_path / "fix" / "keys.parquet"),
                     str(tmp_path / "fix" / "stats.json"), "ref", fix, assign, embed, aesthetic)
     assert pd.read_parquet(tmp_path / "fix" / "keys.parquet")[KEY].tolist() == ["k0", "k5"]
     assert read_json(tmp_path / "fix" / "stats.json") == json.loads(json.dumps(stats))
     tmars = write_parts(pool, ["s_tmars"], tmp_path, "tmars")
-    base = run_baseline("tmars", str(tmp_path / "index.parquet"), str(tmp_path / "fix" / "stats.json"),
+    base = run_baseline("tmars", [str(tmp_path / "index.parquet")], str(tmp_path / "fix" / "stats.json"),
                         str(tmp_path / "t" / "keys.parquet"), str(tmp_path / "t" / "stats.json"), "ref", 0,
                         FRACTIONS, tmars)
     assert base["size"] == 2 and len(pd.read_parquet(tmp_path / "t" / "keys.parquet")) == 2
     with pytest.raises(FilterError, match="missing"):
-        run_baseline("tmars", str(tmp_path / "index.parquet"), str(tmp_path / "fix" / "stats.json"),
+        run_baseline("tmars", [str(tmp_path / "index.parquet")], str(tmp_path / "fix" / "stats.json"),
                      str(tmp_path / "t" / "keys.parquet"), str(tmp_path / "t" / "stats.json"), "ref", 0,
                      FRACTIONS, tmars[:1])
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from parrotscope.index import build_index, part_index
+from parrotscope.index import part_index, run_index_part
 from parrotscope.io import write_parquet
 
 
@@ -48,16 +48,28 @@ def test_part_index_refuses_a_stage_missing_keys():
         part_index(samples, spot, match, {"ref": score[score["__key__"] != "b"]})
 
 
-def test_build_index_over_parts_and_duplicate_keys(tmp_path):
+def test_index_part_file_has_its_part_and_every_key(tmp_path):
     samples, spot, match, score = tables()
     paths = {}
+    for name, df in {"samples": samples, "spot": spot, "match": match, "score": score}.items():
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        write_parquet(df, paths[name])
+    out = tmp_path / "index" / "p00003.parquet"
+    n = run_index_part("p00003", paths["samples"], paths["spot"], paths["match"], {"ref": paths["score"]}, str(out))
+    idx = pd.read_parquet(out)
+    assert n == 3 and list(idx.columns[:2]) == ["__key__", "part"] and set(idx["part"]) == {"p00003"}
+    assert sorted(idx["__key__"]) == ["a", "b", "c"] and idx.set_index("__key__").loc["a", "ref.rsa"] == 0.2
+
+
+def test_a_key_in_two_parts_is_refused_when_selected(tmp_path):
+    from parrotscope.curate import CurateError, select_subset
+
+    samples, spot, match, score = tables()
+    paths = []
     for part in ("p00000", "p00001"):
-        paths[part] = {}
-        for name, df in {"samples": samples, "spot": spot, "match": match, "score:ref": score}.items():
-            path = tmp_path / f"{part}-{name.replace(':', '_')}.parquet"
-            write_parquet(df, path)
-            paths[part][name] = str(path)
-    with pytest.raises(ValueError, match="several parts"):
-        build_index(["p00000", "p00001"], paths, ["ref"])
-    idx = build_index(["p00000"], paths, ["ref"])
-    assert list(idx["part"].unique()) == ["p00000"] and idx["__key__"].is_unique
+        frame = part_index(samples, spot, match, {"ref": score})
+        frame.insert(1, "part", part)
+        paths.append(str(tmp_path / f"{part}.parquet"))
+        write_parquet(frame, paths[-1])
+    with pytest.raises(CurateError, match="several parts"):
+        select_subset(paths, [], 4, seed=0, scorer="ref")

@@ -107,7 +107,7 @@ def test_vocab_from_index_uses_ok_rows_and_parrot_images(tmp_path):
     assert coemb["gram"].tolist() == ["sale now"] and coemb["count"].tolist() == [1]
     path = tmp_path / "index.parquet"
     index.to_parquet(path)
-    run_synth_vocab(str(path), "caption", 2, 2, {"lowercase": True, "strip_punctuation": True,
+    run_synth_vocab([str(path)], "caption", 2, 2, {"lowercase": True, "strip_punctuation": True,
                                                   "strip_accents": True}, str(tmp_path / "v.parquet"))
     assert read_parquet(tmp_path / "v.parquet")["gram"].tolist() == ["open now", "sale now"]
     with pytest.raises(ValueError, match="unknown vocabulary source"):

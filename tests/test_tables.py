@@ -6,7 +6,10 @@ import math
 import pandas as pd
 import pytest
 
-from parrotscope.tables import build_curation_table, build_table1, format_table1, run_curation_table, table1_stats
+from parrotscope.db import connect
+from parrotscope.io import write_parquet
+from parrotscope.tables import (build_curation_table, build_table1, dataset_columns, format_table1, run_curation_table,
+                                table1_stats)
 
 
 def match_frame():
@@ -31,8 +34,23 @@ COUNTS = {"samples_in": 7, "ok": 5, "skipped": 2,
           "parts": {"p00000": {"duplicates": [{"__key__": "a", "shard": "s"}]}}}
 
 
-def test_table1_stats_hand_worked():
-    s = table1_stats(match_frame())
+def parts(frame: pd.DataFrame, tmp_path, name="match") -> list[str]:
+    """The frame as the workflow stores it: per-part parquet files (here two, split by row)."""
+    paths = []
+    for i, rows in enumerate((frame.iloc[: len(frame) // 2], frame.iloc[len(frame) // 2:])):
+        path = tmp_path / f"{name}-p{i:05d}.parquet"
+        write_parquet(rows, path)
+        paths.append(str(path))
+    return paths
+
+
+def table1_of(frame, counts, tmp_path, name="demo"):
+    return build_table1(dataset_columns(connect(), name, parts(frame, tmp_path), counts))
+
+
+def test_table1_stats_hand_worked(tmp_path):
+    paths = parts(match_frame(), tmp_path)
+    s = table1_stats(connect(), paths)
     assert s["Num. of Total Img."] == 4
     assert s["Num. of Img. w/ Emb. Text"] == 2
     assert s["Img. w/ Emb. Text Rate"] == pytest.approx(0.5)
@@ -40,12 +58,12 @@ def test_table1_stats_hand_worked():
     assert s["Co-Emb. Text Rate (in Total)"] == pytest.approx(0.5 / 4)
     assert s["Co-Emb. Text Rate (in Img. w/ Emb. Text)"] == pytest.approx(0.25)
     assert s["Fuzzy Co-Emb. Text Rate (in Img. w/ Emb. Text)"] == pytest.approx(0.625)
-    gt = table1_stats(match_frame(), "gt_")
+    gt = table1_stats(connect(), paths, "gt_")
     assert gt["Num. of Img. w/ Emb. Text"] == 3 and gt["Co-Emb. Text Rate (in Img. w/ Emb. Text)"] == pytest.approx(0.5)
 
 
-def test_build_table1_columns_and_accounting():
-    t = build_table1({"demo": {"match": match_frame(), "counts": COUNTS}})
+def test_build_table1_columns_and_accounting(tmp_path):
+    t = table1_of(match_frame(), COUNTS, tmp_path)
     assert list(t.columns) == ["demo (spotted)", "demo (ground truth)"]
     col = t["demo (spotted)"]
     assert col["Samples in"] == 7 and col["Samples processed"] == 4 and col["Samples skipped"] == 3
@@ -55,15 +73,15 @@ def test_build_table1_columns_and_accounting():
     assert out.loc["Samples in", "demo (ground truth)"] == 7
 
 
-def test_accounting_that_does_not_reconcile_is_an_error():
+def test_accounting_that_does_not_reconcile_is_an_error(tmp_path):
     bad = dict(COUNTS, samples_in=9)
     with pytest.raises(ValueError, match="reconcile"):
-        build_table1({"demo": {"match": match_frame(), "counts": bad}})
+        table1_of(match_frame(), bad, tmp_path)
 
 
-def test_no_ground_truth_column_for_data_without_truth():
+def test_no_ground_truth_column_for_data_without_truth(tmp_path):
     m = match_frame().drop(columns=[c for c in match_frame().columns if c.startswith("gt_")])
-    assert list(build_table1({"laion": {"match": m, "counts": COUNTS}}).columns) == ["laion (spotted)"]
+    assert list(table1_of(m, COUNTS, tmp_path, "laion").columns) == ["laion (spotted)"]
 
 
 def test_table2_rows_from_a_fixed_index(tmp_path):
@@ -80,7 +98,8 @@ def test_table2_rows_from_a_fixed_index(tmp_path):
         "ref.s_rand_all": [None, 0.39, 0.35, 0.49, None],
         "ref.s_rand_co": [None, 0.40, None, 0.50, None],
     })
-    t = build_table2(index, ["ref"])
+    paths = parts(index, tmp_path, "index")
+    t = build_table2(connect(), paths, ["ref"])
     assert t.loc["Raw w/o Emb. Text", "ref mean"] == pytest.approx(0.30)
     assert t.loc["Raw w/ Emb. Text", "ref mean"] == pytest.approx(0.42)
     assert t.loc["Raw w/ Emb. Text", "ref n"] == 3
@@ -90,7 +109,7 @@ def test_table2_rows_from_a_fixed_index(tmp_path):
     assert t.loc["Raw w/ Co-Emb. Text", "ref mean"] == pytest.approx(0.45)
     assert t.loc["Random Co-Emb. Text Removal", "ref n"] == 2
     out = tmp_path / "fig.png"
-    plot_relative_scores(index, ["ref"], str(out))
+    plot_relative_scores(connect(), paths, ["ref"], str(out))
     assert out.stat().st_size > 5000 and out.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -1,7 +1,7 @@
 """Stage ``curate``: equal-size training subsets picked by criteria on the parrot index (paper Sec. 6).
 
 A subset is a named list of conditions ``[column, op, value]`` on columns of
-``results/{dataset}/index.parquet``, all of which a sample must meet; ``op`` is one of
+the index parts (``results/{dataset}/index/{part}.parquet``), all of which a sample must meet; ``op`` is one of
 ``== != < <= > >=``. A column may contain ``{scorer}``, replaced by the configured scorer's name,
 so the RSA/RSC criteria read ``ref.rsa``, ``openai.rsc``, ... :data:`PAPER_SUBSETS` holds the
 paper's three curations and :data:`PAPER_TABLES` the table each subset belongs to, both as plain
@@ -61,9 +61,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from pandas.util import hash_array
 
+from .db import Engine, columns_of, connect, one_row, parquet_source, query_df, register_keyed_rank, sql_name, sql_string
 from .io import KEY, read_parquet, write_json, write_parquet
 from .shards import IMAGE_EXTS, OK, iter_shard
 
@@ -211,18 +211,19 @@ def _value_kind(value) -> str:
     return "string"
 
 
-def _column_kind(series: pd.Series) -> str | None:
-    """The kind of a column's defined values, or None when it has none (nothing can match)."""
-    inferred = pd.api.types.infer_dtype(series.dropna(), skipna=True)
-    if inferred == "empty":
-        return None
-    if inferred == "boolean":
+NUMBER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
+
+
+def _column_kind(sql_type: str) -> str:
+    """The kind of values a column of this DuckDB type holds (``boolean``, ``number``, ``string``)."""
+    if sql_type == "BOOLEAN":
         return "boolean"
-    if inferred in ("integer", "floating", "mixed-integer-float", "decimal"):
+    if sql_type.split("(")[0] in NUMBER_TYPES:
         return "number"
-    if inferred == "string":
+    if sql_type == "VARCHAR":
         return "string"
-    return inferred
+    return sql_type.lower()
 
 
 def _no_column(subset: str, column: str, available: Iterable[str]) -> CriterionError:
@@ -231,27 +232,38 @@ def _no_column(subset: str, column: str, available: Iterable[str]) -> CriterionE
     return CriterionError(f"subset {subset!r}: the index has no column {column!r}{hint}")
 
 
-def condition_mask(index: pd.DataFrame, cond: Condition, subset: str = "subset") -> pd.Series:
-    """Rows meeting one condition; an undefined (NaN) value never meets it, not even ``!=``."""
-    if cond.column not in index.columns:
-        raise _no_column(subset, cond.column, index.columns)
-    series = index[cond.column]
-    kind = _column_kind(series)
-    if kind is None:
-        return pd.Series(False, index=index.index)
+def _literal(value) -> str:
+    """A condition's value as a SQL literal (booleans before numbers: True is an int too)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(float(value)) if isinstance(value, float) else str(int(value))
+    return sql_string(value)
+
+
+def condition_sql(con, source: str, types: Mapping[str, str], cond: Condition, subset: str = "subset") -> str:
+    """One condition as a SQL predicate. An undefined (NULL or NaN) value never meets it, not even
+    ``!=``, so an undefined measure never qualifies a sample. A column whose defined values are of
+    another kind than the value is an error; one with no defined value matches nothing."""
+    if cond.column not in types:
+        raise _no_column(subset, cond.column, types)
+    column, kind = sql_name(cond.column), _column_kind(types[cond.column])
     if kind != _value_kind(cond.value):
+        (n_defined,) = one_row(con, f"SELECT count({column}) FROM {source}")
+        if n_defined == 0:
+            return "false"
         raise CriterionError(f"subset {subset!r}: condition {cond} compares a {_value_kind(cond.value)} "
                              f"with column {cond.column!r}, which holds {kind} values")
-    result = OPS[cond.op](series, cond.value)
-    return result.fillna(False).astype(bool) & series.notna()
+    predicate = f"{column} {'<>' if cond.op == '!=' else cond.op} {_literal(cond.value)}"
+    if kind == "number":  # NaN compares greater than every number in SQL; pandas' NaN never matches
+        predicate = f"({predicate} AND NOT isnan({column}))"
+    return f"coalesce({predicate}, false)"
 
 
-def eligible_mask(index: pd.DataFrame, conditions: Sequence[Condition], subset: str = "subset") -> pd.Series:
-    """Status-ok rows meeting every condition."""
-    mask = index["status"] == OK
-    for cond in conditions:
-        mask &= condition_mask(index, cond, subset)
-    return mask
+def eligible_sql(con, source: str, types: Mapping[str, str], conditions: Sequence[Condition],
+                 subset: str = "subset") -> str:
+    """Status-ok rows meeting every condition, as a WHERE clause."""
+    return " AND ".join(["status = 'ok'", *(condition_sql(con, source, types, c, subset) for c in conditions)])
 
 
 # --- selection ---------------------------------------------------------------------------------
@@ -291,9 +303,11 @@ def subset_stats(chosen: pd.DataFrame, scorer: str | None) -> dict:
             for name, col in _stat_columns(scorer).items()}
 
 
-def select_subset(index: pd.DataFrame, conditions: Iterable[Sequence[Any]], size: int, seed: int,
-                  scorer: str | None, name: str = "subset") -> Selection:
-    """Draw ``size`` status-ok samples meeting every condition, uniformly and reproducibly.
+def select_subset(index_paths: Sequence[str], conditions: Iterable[Sequence[Any]], size: int, seed: int,
+                  scorer: str | None, name: str = "subset", engine: Engine = Engine()) -> Selection:
+    """Draw ``size`` status-ok samples meeting every condition, uniformly and reproducibly, from
+    the index parts (a dataset-wide query: the engine filters, ranks by the keyed hash and keeps
+    the ``size`` lowest with a bounded top-N, so only the chosen rows come back).
 
     Raises :class:`SubsetTooSmall` when fewer are eligible, :class:`CriterionError` when a
     condition does not fit the index.
@@ -301,50 +315,51 @@ def select_subset(index: pd.DataFrame, conditions: Iterable[Sequence[Any]], size
     if int(size) < 1:
         raise CurateError(f"curate.size must be at least 1, got {size}")
     parsed = parse_conditions(conditions, scorer, name)
+    con = connect(engine)
+    source = parquet_source(index_paths)
+    types = columns_of(con, index_paths)
     for col in (KEY, "part", "shard", "status"):
-        if col not in index.columns:
+        if col not in types:
             raise CurateError(f"the index has no {col!r} column; rebuild it with the index stage")
-    mask = eligible_mask(index, parsed, name)
-    eligible = index.loc[mask]
-    n_eligible = len(eligible)
+    where = eligible_sql(con, source, types, parsed, name)
+    n_index, n_ok, n_eligible = one_row(con, 
+        f"SELECT count(*), count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE {where}) "
+        f"FROM {source}")
     if n_eligible < size:
         raise SubsetTooSmall(
             f"subset {name!r} ({describe(parsed)}): {n_eligible} status-ok samples qualify, "
             f"fewer than the {size} asked for. Lower config `curate.size` to at most {n_eligible} "
             f"(every subset has the same size), or change or drop `curate.subsets.{name}`."
         )
-    chosen = eligible.iloc[sample_keys(eligible[KEY], size, seed)].sort_values(KEY, kind="stable")
+    stat_columns = [c for c in _stat_columns(scorer).values() if c and c in types]
+    wanted = ", ".join(sql_name(c) for c in dict.fromkeys([KEY, "part", "shard", *stat_columns]))
+    rank = register_keyed_rank(con, seed)
+    chosen = query_df(con, f"SELECT {wanted} FROM {source} WHERE {where} "
+                           f"ORDER BY {rank}({sql_name(KEY)}), {sql_name(KEY)} LIMIT {int(size)}")
+    chosen = chosen.sort_values(KEY, kind="stable").reset_index(drop=True)
+    if chosen[KEY].duplicated().any():
+        raise CurateError(f"subset {name!r}: key(s) {chosen.loc[chosen[KEY].duplicated(), KEY].head(3).tolist()} "
+                          "occur in several parts; keys must be unique across the dataset's shards")
     stats = {
         "subset": name,
         "conditions": [[c.column, c.op, c.value] for c in parsed],
         "size": int(size),
         "seed": int(seed),
         "scorer": scorer,
-        "n_index": int(len(index)),
-        "n_ok": int((index["status"] == OK).sum()),
+        "n_index": int(n_index),
+        "n_ok": int(n_ok),
         "n_eligible": int(n_eligible),
         "n_selected": int(len(chosen)),
         **subset_stats(chosen, scorer),
     }
-    keys = chosen[[KEY, "part", "shard"]].reset_index(drop=True)
-    return Selection(keys=keys, stats=stats)
+    return Selection(keys=chosen[[KEY, "part", "shard"]], stats=stats)
 
 
-def run_select(index_path: str, keys_path: str, stats_path: str, name: str,
-               conditions: Sequence[Sequence[Any]], size: int, seed: int, scorer: str | None) -> dict:
-    """Select one subset from the index file; write its keys (parquet) and stats (JSON).
-
-    Only the columns selection needs are read: a LAION-scale index is mostly captions and words.
-    """
-    available = pq.read_schema(index_path).names
-    parsed = parse_conditions(conditions, scorer, name)
-    for cond in parsed:
-        if cond.column not in available:
-            raise _no_column(name, cond.column, available)
-    wanted = [KEY, "part", "shard", "status", *(c.column for c in parsed),
-              *(c for c in _stat_columns(scorer).values() if c)]
-    index = read_parquet(index_path, columns=[c for c in dict.fromkeys(wanted) if c in available])
-    selection = select_subset(index, conditions, size, seed, scorer, name)
+def run_select(index_paths: Sequence[str], keys_path: str, stats_path: str, name: str,
+               conditions: Sequence[Sequence[Any]], size: int, seed: int, scorer: str | None,
+               engine: Engine = Engine()) -> dict:
+    """Select one subset from the index parts; write its keys (parquet) and stats (JSON)."""
+    selection = select_subset(index_paths, conditions, size, seed, scorer, name, engine)
     write_parquet(selection.keys, keys_path)
     write_json(selection.stats, stats_path)
     log.info("subset %s: %d of %d eligible chosen; %s", name, selection.stats["n_selected"],

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from .index import read_index_parts
 from .io import KEY, atomic_path, read_parquet, write_csv
 from .match import Normalisation, normalise_word, truth_record
 
@@ -204,7 +205,7 @@ def run_cluster_figures(index_path: str, assign_paths: list[str], model_path: st
     """Cluster profile table (one row per cluster), Fig. 3a and Fig. 5 (left)."""
     from .cluster import load_model
 
-    frame = study_frame(read_parquet(index_path), pd.concat([read_parquet(p) for p in assign_paths],
+    frame = study_frame(read_index_parts(index_path), pd.concat([read_parquet(p) for p in assign_paths],
                                                            ignore_index=True))
     profile = cluster_profile(frame, scorer)
     write_csv(profile.round(6), out_profile)
@@ -388,7 +389,7 @@ def run_galleries(index_path: str, assign_paths: list[str], spot_paths: Mapping[
                   seed: int, max_pixels: int, out_fig3b: str, out_fig1: str) -> None:
     """Fig. 3b (text-heavy clusters) and Fig. 1 (top-S pairs)."""
     norm = Normalisation.from_config(normalisation)
-    frame = study_frame(read_parquet(index_path), pd.concat([read_parquet(p) for p in assign_paths],
+    frame = study_frame(read_index_parts(index_path), pd.concat([read_parquet(p) for p in assign_paths],
                                                            ignore_index=True))
     profile = cluster_profile(frame, scorer)
     heavy, n_heavy = text_heavy_picks(frame, profile, scorer, share, n_clusters_shown)
@@ -595,7 +596,7 @@ def run_text_figures(index_path: str, spot_paths: Mapping[str, str], sample_path
                      out_fig4b: str, out_fig4c: str) -> None:
     """Figs. 4a-c from the index, the spot tables and (for ground truth) the samples' metadata."""
     norm = Normalisation.from_config(normalisation)
-    index = read_parquet(index_path)
+    index = read_index_parts(index_path)
     truth = has_truth(index)
     measures = text_measures(index, spot_paths, sample_paths if truth else None, norm, max_images, seed)
     scores = pd.to_numeric(index.set_index(KEY)[f"{scorer}.s_raw"], errors="coerce")

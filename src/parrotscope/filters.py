@@ -273,14 +273,16 @@ def read_index(index_path: str, scorer: str) -> pd.DataFrame:
     """The index columns the filters and their stats read (those present)."""
     from .curate import STAT_MEANS
 
-    available = pq.read_schema(index_path).names
+    from .index import read_index_parts
+
+    available = pq.read_schema(index_path[0]).names
     needed = [KEY, "part", "shard", "status", "has_text", f"{scorer}.s_raw",
               *SHARE_COLUMNS.values(), *(c.replace("{scorer}", scorer) for c in STAT_MEANS.values())]
     missing = [c for c in (KEY, "part", "shard", "status", "has_text", f"{scorer}.s_raw") if c not in available]
     if missing:
         raise FilterError(f"{index_path} has no column(s) {missing}; filters.scorer must be one of the "
                           f"index's scorers")
-    return read_parquet(index_path, columns=[c for c in dict.fromkeys(needed) if c in available])
+    return read_index_parts(index_path, columns=[c for c in dict.fromkeys(needed) if c in available])
 
 
 def join_parts(pool: pd.DataFrame, paths: Iterable[str], columns: Sequence[str], what: str,

@@ -1,4 +1,4 @@
-"""Stage ``index``: the parrot index, one row per sample joining everything known about it.
+"""Stage ``index``: the parrot index, one row per sample joining everything known about it, one file per part.
 
 Joined by ``__key__`` from the per-part tables: ingest (caption, status, size), spot (spotted
 words), match (CoTR exact and fuzzy, ground truth where the data has it) and, per scorer,
@@ -41,28 +41,24 @@ def part_index(samples: pd.DataFrame, spot: pd.DataFrame, match: pd.DataFrame,
     return out
 
 
-def build_index(parts: list[str], paths: dict[str, dict[str, str]], scorers: list[str]) -> pd.DataFrame:
-    """Concatenate the parts' joined tables; ``paths[part]`` maps stage names to files."""
-    frames = []
-    for part in parts:
-        p = paths[part]
-        scores = {s: read_parquet(p[f"score:{s}"]) for s in scorers}
-        frame = part_index(read_parquet(p["samples"]), read_parquet(p["spot"]), read_parquet(p["match"]), scores)
-        frame.insert(1, "part", part)
-        frames.append(frame)
-    index = pd.concat(frames, ignore_index=True)
-    dup = index[KEY].duplicated()
-    if dup.any():
-        raise ValueError(f"the same key occurs in several parts: {index.loc[dup, KEY].head(5).tolist()}; "
-                         "keys must be unique across the dataset's shards")
-    return index
+def run_index_part(part: str, samples: str, spot: str, match: str, scores: dict[str, str],
+                   out_path: str) -> int:
+    """Write one part's index (``results/{dataset}/index/{part}.parquet``); ``scores`` maps
+    scorer name -> that scorer's score table of the part. Returns the part's row count.
+
+    The index of a dataset is its folder of parts: per-part jobs run in parallel on a cluster, and
+    dataset-wide steps read the folder through :mod:`parrotscope.db` (never one concatenated
+    table). Keys must be unique across parts too; selection refuses a chosen key seen twice.
+    """
+    frame = part_index(read_parquet(samples), read_parquet(spot), read_parquet(match),
+                       {name: read_parquet(path) for name, path in scores.items()})
+    frame.insert(1, "part", part)
+    write_parquet(frame, out_path)
+    return len(frame)
 
 
-def run_index(parts: list[str], samples: list[str], spot: list[str], match: list[str],
-              scores: list[str], scorers: list[str], out_path: str) -> None:
-    """Paths come in the rule's order: per part for samples/spot/match; scorer-major for scores."""
-    paths = {part: {"samples": samples[i], "spot": spot[i], "match": match[i]} for i, part in enumerate(parts)}
-    for j, scorer in enumerate(scorers):
-        for i, part in enumerate(parts):
-            paths[part][f"score:{scorer}"] = scores[j * len(parts) + i]
-    write_parquet(build_index(parts, paths, scorers), out_path)
+def read_index_parts(paths: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+    """The index parts in one DataFrame, in part order: for steps whose input is bounded by a
+    sample (tests, small configs). Dataset-wide steps query the parts through parrotscope.db."""
+    frames = [read_parquet(p, columns=columns) for p in paths]
+    return pd.concat(frames, ignore_index=True)

@@ -169,7 +169,9 @@ def vocab_from_index(index: pd.DataFrame, source: str, n: int, top_k: int, norm:
 
 
 def run_synth_vocab(index_path: str, source: str, n: int, top_k: int, normalisation: dict, out_path: str) -> None:
-    index = read_parquet(index_path, columns=["status", "caption", "words", "co_words", "is_parrot"])
+    from .index import read_index_parts
+
+    index = read_index_parts(index_path, columns=["status", "caption", "words", "co_words", "is_parrot"])
     vocab = vocab_from_index(index, source, int(n), int(top_k), Normalisation.from_config(normalisation))
     log.info("%s %d-gram vocabulary: %d grams (top_k %d)", source, n, len(vocab), top_k)
     write_parquet(vocab, out_path, key="gram")

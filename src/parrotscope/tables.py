@@ -3,13 +3,18 @@
 Table 1 (paper Sec. 3): how much text the images carry and how much of it the captions parrot.
 Rates are means of per-sample CoTR: "in total" over every processed sample (text-free images
 count as 0), "in images with embedded text" over those with at least one spotted word.
+
+Tables 1 and 2 are dataset-wide: they are aggregate queries over the per-part tables through
+:mod:`parrotscope.db`, so their memory does not grow with the dataset.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from .io import read_json, read_parquet, write_csv
+from .db import Engine, columns_of, connect, one_row, parquet_source, sql_name
+from .io import read_json, write_csv
 
 TABLE1_ROWS = [
     "Num. of Total Img.",
@@ -23,42 +28,65 @@ TABLE1_ROWS = [
 ]
 
 
-def table1_stats(match: pd.DataFrame, prefix: str = "") -> dict[str, float]:
-    """Table 1's statistics over the processed samples of one dataset.
+def _rate(expr: str, where: str) -> str:
+    """Mean of a per-sample measure over the rows meeting ``where`` (NULL measures left out, as
+    pandas' mean leaves out NaN)."""
+    return f"avg({expr}) FILTER (WHERE {where})"
+
+
+def table1_stats(con, match_paths: list[str], prefix: str = "") -> dict[str, float]:
+    """Table 1's statistics over the processed samples of one dataset, from its per-part match
+    tables (one aggregate query; only these columns are read).
 
     ``prefix`` selects the measures: ``""`` for spotted text, ``"gt_"`` for ground truth.
     """
-    ok = match[match["status"] == "ok"]
-    has_text = ok[f"{prefix}has_text"].astype(bool)
-    with_text = ok[has_text]
-    n, n_text = len(ok), int(has_text.sum())
-
-    def mean(s: pd.Series) -> float:
-        return float(s.mean()) if len(s) else float("nan")
-
+    has_text, parrot = sql_name(f"{prefix}has_text"), sql_name(f"{prefix}is_parrot")
+    cotr, fuzzy = sql_name(f"{prefix}cotr"), sql_name(f"{prefix}cotr_fuzzy")
+    ok, text = "status = 'ok'", f"status = 'ok' AND {has_text}"
+    n, n_text, n_parrot, *rates = one_row(con, f"""
+        SELECT count(*) FILTER (WHERE {ok}),
+               count(*) FILTER (WHERE {text}),
+               count(*) FILTER (WHERE {ok} AND {parrot}),
+               {_rate(cotr, ok)}, {_rate(cotr, text)}, {_rate(fuzzy, ok)}, {_rate(fuzzy, text)}
+        FROM {parquet_source(match_paths)}""")
+    rates = [float("nan") if r is None else float(r) for r in rates]
     return {
         "Num. of Total Img.": n,
         "Num. of Img. w/ Emb. Text": n_text,
         "Img. w/ Emb. Text Rate": n_text / n if n else float("nan"),
-        "Num. of Img. w/ Co-Emb. Text": int(ok[f"{prefix}is_parrot"].astype(bool).sum()),
-        "Co-Emb. Text Rate (in Total)": mean(ok[f"{prefix}cotr"]),
-        "Co-Emb. Text Rate (in Img. w/ Emb. Text)": mean(with_text[f"{prefix}cotr"]),
-        "Fuzzy Co-Emb. Text Rate (in Total)": mean(ok[f"{prefix}cotr_fuzzy"]),
-        "Fuzzy Co-Emb. Text Rate (in Img. w/ Emb. Text)": mean(with_text[f"{prefix}cotr_fuzzy"]),
+        "Num. of Img. w/ Co-Emb. Text": n_parrot,
+        "Co-Emb. Text Rate (in Total)": rates[0],
+        "Co-Emb. Text Rate (in Img. w/ Emb. Text)": rates[1],
+        "Fuzzy Co-Emb. Text Rate (in Total)": rates[2],
+        "Fuzzy Co-Emb. Text Rate (in Img. w/ Emb. Text)": rates[3],
     }
 
 
-def accounting_rows(counts: dict, match: pd.DataFrame) -> dict[str, int]:
+def status_counts(con, match_paths: list[str]) -> dict[str, int]:
+    """Rows per match status (``ok``, ``skipped`` at ingest, ``error`` in spotting)."""
+    rows = con.execute(f"SELECT status, count(*) FROM {parquet_source(match_paths)} GROUP BY status").fetchall()
+    return {status: int(n) for status, n in rows}
+
+
+def has_complete_truth(con, match_paths: list[str]) -> bool:
+    """Whether every processed sample has a ground-truth CoTR (generated data does)."""
+    if "gt_cotr" not in columns_of(con, match_paths):
+        return False
+    (missing,) = one_row(con, f"SELECT count(*) FROM {parquet_source(match_paths)} "
+                              "WHERE status = 'ok' AND gt_cotr IS NULL")
+    return missing == 0
+
+
+def accounting_rows(counts: dict, statuses: dict[str, int]) -> dict[str, int]:
     """Sample accounting: in = processed + skipped, with every skip reason.
 
     Ingest skips (duplicates included) come from ``parts.json``; spotting errors from the match
-    table, whose ``skipped`` rows are the ingest skips carried through.
+    tables' statuses, whose ``skipped`` rows are the ingest skips carried through.
     """
-    status = match["status"]
-    n_spot_errors = int((status == "error").sum())
+    n_spot_errors = int(statuses.get("error", 0))
     rows = {
         "Samples in": counts["samples_in"],
-        "Samples processed": int((status == "ok").sum()),
+        "Samples processed": int(statuses.get("ok", 0)),
         "Samples skipped": counts["skipped"] + n_spot_errors,
     }
     reasons = dict(counts["skipped_by_reason"])
@@ -71,18 +99,17 @@ def accounting_rows(counts: dict, match: pd.DataFrame) -> dict[str, int]:
     return rows
 
 
-def build_table1(datasets: dict[str, dict]) -> pd.DataFrame:
-    """One column per dataset (spotted), plus a ground-truth column where the data has it.
+def dataset_columns(con, name: str, match_paths: list[str], counts: dict) -> dict[str, dict]:
+    """Table 1's column(s) of one dataset: spotted, plus ground truth where the data has it."""
+    acc = accounting_rows(counts, status_counts(con, match_paths))
+    columns = {f"{name} (spotted)": {**table1_stats(con, match_paths), **acc}}
+    if has_complete_truth(con, match_paths):
+        columns[f"{name} (ground truth)"] = {**table1_stats(con, match_paths, "gt_"), **acc}
+    return columns
 
-    ``datasets`` maps name -> {"match": DataFrame, "counts": parts.json dict}.
-    """
-    columns = {}
-    for name, d in datasets.items():
-        match, counts = d["match"], d["counts"]
-        acc = accounting_rows(counts, match)
-        columns[f"{name} (spotted)"] = {**table1_stats(match), **acc}
-        if "gt_cotr" in match.columns and match.loc[match["status"] == "ok", "gt_cotr"].notna().all():
-            columns[f"{name} (ground truth)"] = {**table1_stats(match, "gt_"), **acc}
+
+def build_table1(columns: dict[str, dict]) -> pd.DataFrame:
+    """One column per dataset (spotted), plus a ground-truth column where the data has it."""
     table = pd.DataFrame(columns)
     # A skip reason seen in one dataset only is a count of 0 in the others.
     skip_rows = [r for r in table.index if r.startswith("Skipped: ")]
@@ -101,13 +128,13 @@ def format_table1(table: pd.DataFrame, decimals: int) -> pd.DataFrame:
 
 
 def run_table1(match_paths: dict[str, list[str]], counts_paths: dict[str, str], out_csv: str,
-               decimals: int) -> None:
-    datasets = {
-        name: {"match": pd.concat([read_parquet(p) for p in paths], ignore_index=True),
-               "counts": read_json(counts_paths[name])}
-        for name, paths in match_paths.items()
-    }
-    write_csv(format_table1(build_table1(datasets), decimals), out_csv)
+               decimals: int, engine: Engine = Engine()) -> None:
+    """Table 1 over every configured dataset, each read from its per-part match tables."""
+    con = connect(engine)
+    columns = {}
+    for name, paths in match_paths.items():
+        columns.update(dataset_columns(con, name, paths, read_json(counts_paths[name])))
+    write_csv(format_table1(build_table1(columns), decimals), out_csv)
 
 
 # Table 2 (paper Sec. 4): mean CLIP score under each text-removal setup. Each row is
@@ -123,35 +150,71 @@ TABLE2_ROWS = [
     ("Random Co-Emb. Text Removal", "s_rand_co", "parrot"),
     ("Co-Emb. Text Removal", "s_co", "parrot"),
 ]
+# The row selections of processed samples: without text, with text, parroted (an undefined flag
+# counts as false).
+TABLE2_GROUPS = {
+    "no_text": "status = 'ok' AND NOT coalesce(has_text, false)",
+    "text": "status = 'ok' AND coalesce(has_text, false)",
+    "parrot": "status = 'ok' AND coalesce(is_parrot, false)",
+}
 
 
-def table2_groups(index: pd.DataFrame) -> dict[str, pd.Series]:
-    """Boolean row selections of the processed samples: without text, with text, parroted."""
-    ok = index["status"] == "ok"
-    has_text = index["has_text"].fillna(False).astype(bool)
-    parrot = index["is_parrot"].fillna(False).astype(bool)
-    return {"no_text": ok & ~has_text, "text": ok & has_text, "parrot": ok & parrot}
+def numeric(column: str) -> str:
+    """A column as a number, undefined (NULL) where it is not one or is NaN: what
+    ``pd.to_numeric(errors="coerce").dropna()`` keeps."""
+    value = f"TRY_CAST({sql_name(column)} AS DOUBLE)"
+    return f"(CASE WHEN isnan({value}) THEN NULL ELSE {value} END)"
 
 
-def build_table2(index: pd.DataFrame, scorers: list[str]) -> pd.DataFrame:
-    """Mean, std and count of S per setup (rows) and scorer (column groups)."""
-    groups = table2_groups(index)
-    rows = {}
+def build_table2(con, index_paths: list[str], scorers: list[str]) -> pd.DataFrame:
+    """Mean, std (per image, population) and count of S per setup (rows) and scorer (column
+    groups): one aggregate query over the index parts."""
+    selects, names = [], []
     for label, column, group in TABLE2_ROWS:
-        row = {}
         for scorer in scorers:
-            values = pd.to_numeric(index.loc[groups[group], f"{scorer}.{column}"], errors="coerce").dropna()
-            row[f"{scorer} mean"] = float(values.mean()) if len(values) else float("nan")
-            row[f"{scorer} std"] = float(values.std(ddof=0)) if len(values) else float("nan")
-            row[f"{scorer} n"] = int(len(values))
-        rows[label] = row
+            value, where = numeric(f"{scorer}.{column}"), TABLE2_GROUPS[group]
+            selects += [f"avg({value}) FILTER (WHERE {where})", f"stddev_pop({value}) FILTER (WHERE {where})",
+                        f"count({value}) FILTER (WHERE {where})"]
+            names += [(label, f"{scorer} mean"), (label, f"{scorer} std"), (label, f"{scorer} n")]
+    values = one_row(con, f"SELECT {', '.join(selects)} FROM {parquet_source(index_paths)}")
+    rows: dict[str, dict] = {label: {} for label, _, _ in TABLE2_ROWS}
+    for (label, name), value in zip(names, values):
+        rows[label][name] = int(value) if name.endswith(" n") else float("nan") if value is None else float(value)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "setup"
     return table
 
 
-def plot_relative_scores(index: pd.DataFrame, scorers: list[str], out_png: str) -> None:
-    """Fig. 5 (right): distributions of S(raw)-S(all), S(raw)-S(co) and S(co)-S(all) per scorer."""
+RELATIVE_SCORES = {
+    "RSA = S(raw) − S(all removed)": ("s_raw", "s_all"),
+    "RSC = S(raw) − S(co removed)": ("s_raw", "s_co"),
+    "S(co removed) − S(all removed)": ("s_co", "s_all"),
+}
+
+
+def histogram(con, index_paths: list[str], expr: str, n_bins: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """(edges, counts) of ``expr`` over its defined values, ``n_bins`` equal bins from its
+    minimum to its maximum (numpy's rule, the last bin closed), computed by the engine."""
+    source = parquet_source(index_paths)
+    lo, hi, n = one_row(con, f"SELECT min(v), max(v), count(v) FROM (SELECT {expr} AS v FROM {source})")
+    if not n:
+        return np.array([]), np.array([])
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5  # numpy's widening of a zero range
+    width = (hi - lo) / n_bins
+    rows = con.execute(f"""
+        SELECT least(CAST(floor((v - ?) / ?) AS BIGINT), ?) AS bin, count(*)
+        FROM (SELECT {expr} AS v FROM {source}) WHERE v IS NOT NULL GROUP BY bin""",
+                       [lo, width, n_bins - 1]).fetchall()
+    counts = np.zeros(n_bins, dtype=np.int64)
+    for b, k in rows:
+        counts[int(b)] += k
+    return np.linspace(lo, hi, n_bins + 1), counts
+
+
+def plot_relative_scores(con, index_paths: list[str], scorers: list[str], out_png: str) -> None:
+    """Fig. 5 (right): distributions of S(raw)-S(all), S(raw)-S(co) and S(co)-S(all) per scorer,
+    binned by the engine (the values never leave it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,16 +224,10 @@ def plot_relative_scores(index: pd.DataFrame, scorers: list[str], out_png: str) 
 
     fig, axes = plt.subplots(1, len(scorers), figsize=(5.5 * len(scorers), 4), squeeze=False)
     for ax, scorer in zip(axes[0], scorers):
-        col = lambda c: pd.to_numeric(index[f"{scorer}.{c}"], errors="coerce")  # noqa: E731
-        series = {
-            "RSA = S(raw) − S(all removed)": col("s_raw") - col("s_all"),
-            "RSC = S(raw) − S(co removed)": col("s_raw") - col("s_co"),
-            "S(co removed) − S(all removed)": col("s_co") - col("s_all"),
-        }
-        for label, values in series.items():
-            values = values.dropna()
-            if len(values):
-                ax.hist(values, bins=40, alpha=0.5, label=f"{label} (n={len(values)})")
+        for label, (a, b) in RELATIVE_SCORES.items():
+            edges, counts = histogram(con, index_paths, f"{numeric(f'{scorer}.{a}')} - {numeric(f'{scorer}.{b}')}")
+            if counts.sum():
+                ax.stairs(counts, edges, fill=True, alpha=0.5, label=f"{label} (n={int(counts.sum())})")
         ax.axvline(0, color="k", lw=0.8)
         ax.set_xlabel("relative CLIP score")
         ax.set_ylabel("images")
@@ -182,10 +239,11 @@ def plot_relative_scores(index: pd.DataFrame, scorers: list[str], out_png: str) 
     plt.close(fig)
 
 
-def run_table2(index_path: str, scorers: list[str], out_csv: str, out_png: str, decimals: int) -> None:
-    index = read_parquet(index_path)
-    write_csv(build_table2(index, scorers).round(decimals), out_csv)
-    plot_relative_scores(index, scorers, out_png)
+def run_table2(index_paths: list[str], scorers: list[str], out_csv: str, out_png: str, decimals: int,
+               engine: Engine = Engine()) -> None:
+    con = connect(engine)
+    write_csv(build_table2(con, index_paths, scorers).round(decimals), out_csv)
+    plot_relative_scores(con, index_paths, scorers, out_png)
 
 
 # Tables 3-6 (paper Sec. 6): per curated subset and architecture, the DataComp-style columns

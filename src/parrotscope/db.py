@@ -1,0 +1,153 @@
+"""Dataset-wide queries: the one module that owns DuckDB access.
+
+Per-part steps (spot, match, score, index, ...) hold one part in memory. Steps that look at the
+whole dataset (Tables 1-2, subset selection, filter thresholds, figure aggregates, n-gram
+vocabularies) never hold it: they query the per-part parquet files through an embedded DuckDB that
+reads only the columns a query names, streams row groups, and spills sorts, joins and
+aggregations to disk past its memory limit. Their memory therefore stays at the engine's limit
+whatever the dataset's size (bench/bench_scale.py measures it up to 1e8 rows).
+
+Settings come from the rule: ``memory_limit`` is a share of the job's ``mem_mb`` (the rest is
+left to Python and the small results it receives), ``threads`` the job's threads, and the spill
+directory lies under the job's ``tmpdir`` (node-local scratch on a cluster).
+
+Only small results (a table's rows, a subset's keys, a histogram) come back as DataFrames;
+anything dataset-sized is written by DuckDB itself (:func:`copy_to_parquet`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+# DuckDB's limit covers its buffer manager only; Python, pyarrow and the engine's own overhead
+# need the rest of the job's memory.
+ENGINE_SHARE = 0.6
+MIN_ENGINE_MB = 256
+
+
+class QueryError(ValueError):
+    """A dataset-wide query cannot run on these inputs; the message names the files or columns."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How much of the job DuckDB may use: memory (MB of the job), threads, and spill location."""
+
+    mem_mb: int = 2000
+    threads: int = 1
+    tmpdir: str | None = None
+
+    @property
+    def memory_limit_mb(self) -> int:
+        return max(MIN_ENGINE_MB, int(self.mem_mb * ENGINE_SHARE))
+
+
+def engine_of(resources, threads: int) -> Engine:
+    """The engine settings of a Snakemake job (``snakemake.resources``, ``snakemake.threads``)."""
+    mem = getattr(resources, "mem_mb", None) or Engine.mem_mb
+    tmp = getattr(resources, "tmpdir", None) or None
+    return Engine(mem_mb=int(mem), threads=max(1, int(threads or 1)), tmpdir=tmp)
+
+
+def connect(engine: Engine = Engine()):
+    """A fresh in-memory DuckDB with the job's memory limit, threads and spill directory.
+
+    Insertion order is not preserved (queries that need an order say ORDER BY), which lets the
+    engine stream and spill without keeping row order.
+    """
+    import duckdb
+
+    spill = Path(engine.tmpdir or tempfile.gettempdir()) / f"duckdb-spill-{os.getpid()}"
+    spill.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:", config={
+        "memory_limit": f"{engine.memory_limit_mb}MB",
+        "threads": engine.threads,
+        "temp_directory": str(spill),
+        "preserve_insertion_order": False,
+    })
+    log.info("duckdb %s: memory_limit %d MB, %d thread(s), spill to %s", duckdb.__version__,
+             engine.memory_limit_mb, engine.threads, spill)
+    return con
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (single quotes doubled), for paths and names inside queries."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_name(column: str) -> str:
+    """A quoted SQL identifier: index columns hold dots (``ref.s_raw``) and leading underscores."""
+    return '"' + column.replace('"', '""') + '"'
+
+
+def parquet_source(paths: Sequence[str | os.PathLike]) -> str:
+    """A table expression over per-part parquet files. ``union_by_name`` lets parts whose
+    optional columns differ (a part without ground truth) line up; missing ones read as NULL."""
+    if not paths:
+        raise QueryError("no parquet files to read: the dataset has no parts")
+    listed = ", ".join(sql_string(str(p)) for p in paths)
+    return f"read_parquet([{listed}], union_by_name = true)"
+
+
+def columns_of(con, paths: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """Column name -> DuckDB type of the union of the files' schemas (metadata only)."""
+    rows = con.execute(f"DESCRIBE SELECT * FROM {parquet_source(paths)}").fetchall()
+    return {name: str(kind) for name, kind, *_ in rows}
+
+
+def one_row(con, sql: str, params: Iterable | None = None) -> tuple:
+    """The single row of an aggregate query (fetched whole: DuckDB refuses new work on a
+    connection while a result is unfinished)."""
+    rows = con.execute(sql, list(params) if params is not None else None).fetchall()
+    if len(rows) != 1:
+        raise QueryError(f"expected one row, got {len(rows)}: {sql[:200]}")
+    return rows[0]
+
+
+def query_df(con, sql: str, params: Iterable | None = None) -> pd.DataFrame:
+    """Run a query whose result is small (a table's rows, a subset's keys) into a DataFrame."""
+    return con.execute(sql, list(params) if params is not None else None).df()
+
+
+def copy_to_parquet(con, sql: str, path: str | os.PathLike) -> None:
+    """Write a query's result to one parquet file atomically, streamed by DuckDB (never a
+    DataFrame), so a result of any size costs the engine's memory limit at most."""
+    with atomic_path(path, suffix=".parquet") as tmp:
+        con.execute(f"COPY ({sql}) TO {sql_string(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+
+
+def register_keyed_rank(con, seed: int, name: str = "keyed_rank") -> str:
+    """Register ``name(key) -> UBIGINT``: the seeded keyed hash (SipHash-2-4 via pandas'
+    ``hash_array``) that ranks samples for every seeded draw (:func:`parrotscope.curate.sample_keys`).
+
+    The same function as the in-memory draw, so ``ORDER BY name(key), key LIMIT n`` picks the
+    very keys :func:`~parrotscope.curate.sample_keys` picks, whatever the files' row order.
+    Vectorised (one call per batch of rows).
+    """
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+    from pandas.util import hash_array
+
+    from .curate import _hash_key
+
+    hash_key = _hash_key(seed)
+
+    def rank(keys):  # no annotations: DuckDB evaluates them, and pyarrow is a local name
+        values = np.asarray(keys.to_pandas(), dtype=object)
+        return pa.array(hash_array(values, hash_key=hash_key, categorize=False), type=pa.uint64())
+
+    con.create_function(name, rank, [duckdb.sqltype("VARCHAR")], duckdb.sqltype("UBIGINT"),
+                        type="arrow", null_handling="special", side_effects=False)
+    return name
