@@ -53,7 +53,7 @@ def parrot_subset(workdir: Path, name: str = "parrots", size: int = 1600) -> Pat
 
     out = workdir / "bench" / "reading_onset" / name / "shards"
     if not (out / "sizes.json").exists():
-        index = pd.read_parquet(workdir / "results/demo/index_text.parquet")
+        index = pd.read_parquet(workdir / "results/demo/index_text")
         exact = index["cotr"] == 1
         if name == "parrots":
             keys = index.loc[exact, ["__key__", "shard"]]

@@ -37,7 +37,7 @@ from workflow import ROOT, planned_jobs, snakemake, tiny_config, write_config
 
 SCHEMA = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
 # What the suite runs: Tables 1-3 of the tiny config, and the hostile dataset to its index.
-TARGETS = ("results/table1.csv", "results/table2.csv", "results/table3.csv", "results/hostile/index.parquet")
+TARGETS = ("results/table1.csv", "results/table2.csv", "results/table3.csv", "results/hostile/index/p00000.parquet")
 HOSTILE_SHARD = "inputs/hostile-000.tar"
 MARKER = "PWNED"  # created (in the job's working directory) if anything unpickles a hostile member
 RUN_TIMEOUT = 1800
@@ -794,7 +794,7 @@ def test_training_refuses_shards_with_members_the_trainer_would_unpickle(tmp_pat
 @pytest.mark.slow
 def test_hostile_captions_pass_through_every_stage(reference):
     samples = pd.read_parquet(reference / "results/hostile/samples/p00000.parquet")
-    index = pd.read_parquet(reference / "results/hostile/index.parquet")
+    index = pd.read_parquet(reference / "results/hostile/index/p00000.parquet")
     spot = pd.read_parquet(reference / "results/hostile/spot/p00000.parquet")
     match = pd.read_parquet(reference / "results/hostile/match/p00000.parquet")
     import unicodedata

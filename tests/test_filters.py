@@ -498,7 +498,7 @@ def test_workflow_builds_both_tables_from_equal_size_subsets(filters_run):
 @pytest.mark.slow
 def test_workflow_rescores_text_images_for_tmars_and_every_image_flipped(filters_run):
     demo = filters_run / "results" / "demo"
-    index = pd.read_parquet(demo / "index.parquet", columns=[KEY, "has_text", "status"]).set_index(KEY)
+    index = pd.read_parquet(demo / "index", columns=[KEY, "has_text", "status"]).set_index(KEY)
     for variant, column in (("tmars", "s_tmars"), ("flip", "s_flip")):
         table = pd.concat(pd.read_parquet(p) for p in sorted((demo / "filters" / variant / "ref").glob("*.parquet")))
         assert set(table[KEY]) == set(index.index)
