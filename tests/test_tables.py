@@ -61,6 +61,18 @@ def test_accounting_that_does_not_reconcile_is_an_error():
         build_table1({"demo": {"match": match_frame(), "counts": bad}})
 
 
+def test_shard_rows_only_where_a_dataset_has_damaged_shards():
+    clean = build_table1({"demo": {"match": match_frame(), "counts": COUNTS}})
+    assert not [r for r in clean.index if r.startswith("Shards ")]
+    # counts written with the keys but nothing damaged: the same rows as before the keys existed
+    empty = dict(COUNTS, shards_truncated=[], shards_missing=[])
+    assert build_table1({"demo": {"match": match_frame(), "counts": empty}}).equals(clean)
+    damaged = dict(COUNTS, shards_truncated=["s1.tar", "s2.tar"], shards_missing=[])
+    t = format_table1(build_table1({"demo": {"match": match_frame(), "counts": COUNTS},
+                                    "mine": {"match": match_frame(), "counts": damaged}}), 3)
+    assert t.loc["Shards truncated"].tolist() == [0, 0, 2, 2] and "Shards missing" not in t.index
+
+
 def test_no_ground_truth_column_for_data_without_truth():
     m = match_frame().drop(columns=[c for c in match_frame().columns if c.startswith("gt_")])
     assert list(build_table1({"laion": {"match": m, "counts": COUNTS}}).columns) == ["laion (spotted)"]

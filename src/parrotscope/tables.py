@@ -52,7 +52,9 @@ def accounting_rows(counts: dict, match: pd.DataFrame) -> dict[str, int]:
     """Sample accounting: in = processed + skipped, with every skip reason.
 
     Ingest skips (duplicates included) come from ``parts.json``; spotting errors from the match
-    table, whose ``skipped`` rows are the ingest skips carried through.
+    table, whose ``skipped`` rows are the ingest skips carried through. Shards that ingest recorded
+    as truncated or missing are rows only where there are some, so a clean dataset's rows stay
+    as they were.
     """
     status = match["status"]
     n_spot_errors = int((status == "error").sum())
@@ -66,6 +68,9 @@ def accounting_rows(counts: dict, match: pd.DataFrame) -> dict[str, int]:
         reasons["spot_error"] = n_spot_errors
     for reason, k in sorted(reasons.items()):
         rows[f"Skipped: {reason}"] = k
+    for row, key in (("Shards truncated", "shards_truncated"), ("Shards missing", "shards_missing")):
+        if counts.get(key):  # parts.json written before shards were recorded has no such key
+            rows[row] = len(counts[key])
     if rows["Samples in"] != rows["Samples processed"] + rows["Samples skipped"]:
         raise ValueError(f"sample accounting does not reconcile: {rows}")
     return rows
@@ -84,8 +89,8 @@ def build_table1(datasets: dict[str, dict]) -> pd.DataFrame:
         if "gt_cotr" in match.columns and match.loc[match["status"] == "ok", "gt_cotr"].notna().all():
             columns[f"{name} (ground truth)"] = {**table1_stats(match, "gt_"), **acc}
     table = pd.DataFrame(columns)
-    # A skip reason seen in one dataset only is a count of 0 in the others.
-    skip_rows = [r for r in table.index if r.startswith("Skipped: ")]
+    # A skip reason (or damaged shards) seen in one dataset only is a count of 0 in the others.
+    skip_rows = [r for r in table.index if r.startswith(("Skipped: ", "Shards "))]
     table.loc[skip_rows] = table.loc[skip_rows].fillna(0)
     table.index.name = "statistic"
     return table
