@@ -12,7 +12,7 @@ import yaml
 from snakemake.utils import validate
 
 from parrotscope.config import check_config, check_schema
-from parrotscope.shards import expand_shards
+from parrotscope.shards import expand_shards, is_local
 
 # First a one-line error naming the key and what it expects; Snakemake's validation fills defaults.
 check_schema(config, yaml.safe_load((Path(workflow.basedir) / "schemas" / "config.schema.yaml").read_text()))
@@ -79,24 +79,33 @@ def part_shards(wildcards):
     return list(dataset_parts(wildcards.dataset)[wildcards.part])
 
 
-def is_local(url):
-    return not (url.startswith("pipe:") or "://" in url)
-
-
 def tracks_shards(dataset):
     """Whether the dataset's shard files are inputs: always for generated shards (made by a job),
     else `datasets.<name>.track_shards`. Each listed shard costs planning time (bench/bench_plan.py)."""
     return is_generated(dataset) or dataset_config(dataset)["track_shards"]
 
 
+def bad_shard_mode(dataset):
+    """`ingest.on_bad_shard` as it applies to a dataset. The demo generator's shards are this
+    workflow's own outputs: damage there is a corrupted intermediate to refuse, not a download to
+    record, so they are always read in `fail` mode."""
+    return "fail" if is_generated(dataset) else config["ingest"]["on_bad_shard"]
+
+
 def part_shard_files(wildcards):
     """The part's shards that are local files: inputs of `ingest`, so Snakemake knows when they
     change. Only ingest needs them: later per-part stages get the URLs as params and depend on the
     part's samples table, which is rewritten when a shard changes. Every shard listed again by
-    each later stage multiplies planning time at LAION-2B size (bench/bench_plan.py)."""
+    each later stage multiplies planning time at LAION-2B size (bench/bench_plan.py).
+
+    In `record` mode a shard missing on disk is no input (ingest records it as missing instead of
+    Snakemake refusing the job); once it appears the input set changes and the part reruns."""
     if not tracks_shards(wildcards.dataset):
         return []
-    return [s for s in part_shards(wildcards) if is_local(s)]
+    files = [s for s in part_shards(wildcards) if is_local(s)]
+    if bad_shard_mode(wildcards.dataset) == "record":
+        files = [s for s in files if os.path.exists(s)]
+    return files
 
 
 def per_part(pattern):
@@ -143,15 +152,17 @@ def code_version(*modules):
 
 
 def check_local_shards():
-    """Fail before any job runs if a configured local shard is missing."""
+    """In `fail` mode, fail before any job runs if a configured local shard is missing. In `record`
+    mode ingest records it as missing instead (and planning skips 230k stat calls)."""
     for name in config["datasets"]:
-        if is_generated(name):
+        if is_generated(name) or bad_shard_mode(name) != "fail":
             continue
         missing = [s for s in dataset_shards(name) if is_local(s) and not os.path.exists(s)]
         if missing:
             raise ValueError(
                 f"config datasets.{name}.shards: {len(missing)} shard(s) not found, "
-                f"e.g. {missing[:3]}. Fix the path or pattern."
+                f"e.g. {missing[:3]}. Fix the path or pattern, or set `ingest.on_bad_shard: record` "
+                f"to record missing shards and run on the others."
             )
 
 
@@ -189,10 +200,14 @@ def train_counts(wildcards):
 
 
 def part_shard_files_of(dataset):
-    """Every local shard of the dataset, as inputs (none when its shards are not tracked)."""
+    """Every local shard of the dataset, as inputs (none when its shards are not tracked; in
+    `record` mode none that is missing on disk, as in part_shard_files)."""
     if not tracks_shards(dataset):
         return []
-    return [s for s in dataset_shards(dataset) if is_local(s)]
+    files = [s for s in dataset_shards(dataset) if is_local(s)]
+    if bad_shard_mode(dataset) == "record":
+        files = [s for s in files if os.path.exists(s)]
+    return files
 
 
 def scorer_spec(name):

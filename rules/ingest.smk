@@ -11,6 +11,7 @@ rule ingest:
     params:
         shards=part_shards,
         max_pixels=config["ingest"]["max_pixels"],
+        on_bad_shard=lambda w: bad_shard_mode(w.dataset),
         code=code_version("ingest"),
     log:
         "logs/ingest/{dataset}/{part}.log",

@@ -34,13 +34,24 @@ def test_track_shards_decides_whether_shards_are_ingest_inputs(tmp_path, track):
 
 
 @pytest.mark.slow
-def test_untracked_shards_must_still_exist(tmp_path):
+def test_in_fail_mode_untracked_shards_must_still_exist(tmp_path):
     cfg = tiny_config()
     cfg["datasets"]["mine"] = {"shards": str(tmp_path / "{00..01}.tar"), "track_shards": False}
+    cfg["ingest"] = {"on_bad_shard": "fail"}
     (tmp_path / "00.tar").touch()
     write_config(tmp_path, cfg)
     proc = snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "1 shard(s) not found" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_in_record_mode_a_missing_tracked_shard_is_no_input(tmp_path):
+    """Ingest records it as missing; Snakemake must neither refuse the plan nor wait for it."""
+    cfg = tiny_config()
+    cfg["datasets"]["mine"] = {"shards": str(tmp_path / "{00..01}.tar"), "shards_per_part": 2}
+    (tmp_path / "00.tar").touch()
+    write_config(tmp_path, cfg)
+    assert ingest_inputs(tmp_path) == [str(tmp_path / "00.tar")]
 
 
 @pytest.mark.slow

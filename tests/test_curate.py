@@ -304,6 +304,20 @@ def test_missing_key_names_shard_and_key_and_leaves_no_output(source, tmp_path):
     assert list((tmp_path / "subset").iterdir()) == []
 
 
+def test_materialise_reads_a_truncated_source_shard_as_ingest_did(source, tmp_path):
+    """A source shard cut inside a3 (recorded by ingest, `on_bad_shard: record`): keys before the
+    cut are copied whole; the cut sample, had it been selected, is a missing key, not half a sample."""
+    shards, members = source
+    with tarfile.open(shards[0]) as tar:
+        at = tar.getmember("a3.jpg").offset_data + 50
+    Path(shards[0]).write_bytes(Path(shards[0]).read_bytes()[:at])
+    out = tmp_path / "subset" / "shards"
+    materialise_subset(keys_table(["a0", "a2", "b1"], shards), shards, out, 1)
+    assert read_out(out, "00000.tar") == {k: members[k] for k in ("a0", "a2", "b1")}
+    with pytest.raises(SampleNotFound, match="a3"):
+        materialise_subset(keys_table(["a0", "a3"], shards), shards, tmp_path / "again", 1)
+
+
 def test_failure_keeps_an_earlier_complete_output(source, tmp_path):
     shards, _ = source
     out = tmp_path / "shards"

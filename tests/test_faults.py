@@ -621,7 +621,9 @@ BAD_CONFIGS = {
                      ["match.fuzzy_threshold", "maximum 1"]),
     "unknown key": (lambda c: c["datasets"]["demo"].__setitem__("shards_per_prt", 3),
                     ["datasets.demo.shards_per_prt", "shards_per_part"]),
-    "missing shard path": (lambda c: c["datasets"]["hostile"].__setitem__("shards", "inputs/nowhere-{000..002}.tar"),
+    # In the default `record` mode a missing shard is recorded by ingest; `fail` refuses the plan.
+    "missing shard path": (lambda c: (c["datasets"]["hostile"].__setitem__("shards", "inputs/nowhere-{000..002}.tar"),
+                                      c.setdefault("ingest", {}).__setitem__("on_bad_shard", "fail")),
                            ["datasets.hostile.shards", "not found", "nowhere-000.tar"]),
 }
 
@@ -923,6 +925,9 @@ def test_truncated_and_garbled_files_are_named_by_the_library(tmp_path, make_tar
         path = Path(make_tar(f"{damage.__name__}.tar", members))
         damage(path)
         with pytest.raises(ShardError, match=str(path)):
-            list(iter_shard(str(path)))
+            list(iter_shard(str(path), on_bad_shard="fail"))
         with pytest.raises(ShardError, match=str(path)):
             scan_shard(str(path))
+        # record mode (real downloads): the whole samples before the damage, the open one marked cut
+        samples = list(iter_shard(str(path)))
+        assert samples and samples[-1].cut and not any(s.cut for s in samples[:-1])

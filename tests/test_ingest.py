@@ -1,6 +1,9 @@
-"""Every bad-input kind becomes a recorded skip (or, for a broken shard, a clear error)."""
+"""Every bad-input kind becomes a recorded skip; a broken shard is recorded (`on_bad_shard: record`)
+or a clear error (`fail`)."""
 
 import json
+import logging
+import tarfile
 
 import numpy as np
 import pytest
@@ -8,7 +11,8 @@ import pytest
 from conftest import image_bytes
 from parrotscope.ingest import ingest_part, merge_part_counts, read_part_shards, run_ingest, run_parts
 from parrotscope.io import read_json, read_parquet
-from parrotscope.shards import ShardError, check_sample, expand_shards, iter_images, to_rgb, Sample
+from parrotscope.shards import (ShardError, check_sample, expand_shards, iter_images, iter_part, scan_shard,
+                                to_rgb, Sample)
 
 GOOD_JPG = image_bytes()
 
@@ -68,19 +72,132 @@ def test_duplicate_key_across_shards_of_a_part(make_tar):
     assert counts["samples_in"] == 4 and counts["skipped_by_reason"] == {"duplicate_key": 1}
 
 
-def test_truncated_tar_is_an_error_naming_the_shard(make_tar, tmp_path):
+def test_fail_mode_makes_a_broken_shard_an_error_naming_it(make_tar, tmp_path):
     good = make_tar("good.tar", sample("000") + sample("001") + sample("002"))
     data = open(good, "rb").read()
     cut = tmp_path / "cut.tar"
     cut.write_bytes(data[: len(data) // 2 + 100])
     with pytest.raises(ShardError, match="cut.tar"):
-        ingest_part([str(cut)], max_pixels=10**8)
+        ingest_part([str(cut)], max_pixels=10**8, on_bad_shard="fail")
     garbage = tmp_path / "garbage.tar"
     garbage.write_bytes(b"this is not a tar file" * 100)
     with pytest.raises(ShardError, match="garbage.tar"):
-        ingest_part([str(garbage)], max_pixels=10**8)
+        ingest_part([str(garbage)], max_pixels=10**8, on_bad_shard="fail")
     with pytest.raises(ShardError, match="missing.tar"):
-        ingest_part([str(tmp_path / "missing.tar")], max_pixels=10**8)
+        ingest_part([str(tmp_path / "missing.tar")], max_pixels=10**8, on_bad_shard="fail")
+    with pytest.raises(ValueError, match="on_bad_shard"):
+        ingest_part([good], max_pixels=10**8, on_bad_shard="ignore")
+
+
+FOUR = [f"{i:03d}" for i in range(4)]
+
+
+def member_offsets(path) -> dict[str, tuple[int, int]]:
+    """Member name -> (header offset, data offset) in a tar."""
+    with tarfile.open(path) as tar:
+        return {m.name: (m.offset, m.offset_data) for m in tar.getmembers()}
+
+
+def cut_copy(path, at: int, name: str):
+    """A copy of the tar cut after ``at`` bytes, as an interrupted download leaves it."""
+    out = path.parent / name
+    out.write_bytes(path.read_bytes()[:at])
+    return str(out)
+
+
+@pytest.fixture
+def four(make_tar, tmp_path):
+    """A shard of four whole samples 000..003 and the offsets of its members."""
+    path = make_tar("four.tar", [m for k in FOUR for m in sample(k)])
+    return tmp_path / "four.tar", member_offsets(path)
+
+
+@pytest.mark.parametrize("where, whole, cut_key", [
+    # inside 002's image data: 002 is the sample cut mid-way
+    ("data", ["000", "001"], "002"),
+    # exactly before 002's first header, as tarfile alone would read a shorter tar: 001 was the
+    # group open at the cut, and members of it could have followed
+    ("boundary", ["000"], "001"),
+    # inside 002's caption header
+    ("header", ["000", "001"], "002"),
+])
+def test_truncated_tar_keeps_its_whole_samples_and_records_the_shard(four, make_tar, caplog, where, whole,
+                                                                      cut_key):
+    path, offsets = four
+    header, data = offsets["002.jpg"] if where != "header" else offsets["002.txt"]
+    at = {"data": data + 10, "boundary": header, "header": header + 100}[where]
+    cut = cut_copy(path, at, f"cut-{where}.tar")
+    after = make_tar("after.tar", sample("100"))  # the part goes on after the damaged shard
+    with caplog.at_level(logging.WARNING, logger="parrotscope.shards"):
+        table, counts = ingest_part([cut, after], max_pixels=10**8)
+    status = dict(zip(table["__key__"], table["status"]))
+    assert status == {**{k: "ok" for k in whole}, cut_key: "truncated_shard", "100": "ok"}
+    row = table.set_index("__key__").loc[cut_key]
+    assert row["shard"] == cut and "shard cut inside this sample" in row["error"]
+    assert counts["samples_in"] == len(whole) + 2 == counts["ok"] + counts["skipped"]
+    assert counts["skipped_by_reason"] == {"truncated_shard": 1}
+    assert counts["shards_truncated"] == [cut] and counts["shards_missing"] == []
+    assert cut in counts["shard_errors"]
+    assert any(cut in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_garbled_header_mid_way_is_a_cut(four):
+    path, offsets = four
+    data = bytearray(path.read_bytes())
+    header = offsets["002.txt"][0]
+    for i in range(header + 2, header + 6):  # the name field: the header checksum no longer matches
+        data[i] ^= 0x5A
+    garbled = path.parent / "garbled.tar"
+    garbled.write_bytes(bytes(data))
+    table, counts = ingest_part([str(garbled)], max_pixels=10**8)
+    assert dict(zip(table["__key__"], table["status"])) == {"000": "ok", "001": "ok", "002": "truncated_shard"}
+    assert counts["shards_truncated"] == [str(garbled)] and counts["samples_in"] == 3
+
+
+def test_every_reader_sees_the_samples_ingest_recorded(four):
+    """Later stages read without a mode of their own: the same cut gives the same samples, the cut
+    one is never an image, and a key lost after ingest is an error, not a silent drop."""
+    path, offsets = four
+    cut = cut_copy(path, offsets["002.jpg"][1] + 10, "cut.tar")
+    table, _ = ingest_part([cut], max_pixels=10**8)
+    assert [s.key for s in iter_part([cut])] == table["__key__"].tolist()
+    for url in (cut, f"pipe:cat {cut}"):
+        images = list(iter_images([url], set(table.loc[table.status == "ok", "__key__"]), 10**8))
+        assert [k for k, _ in images] == ["000", "001"]
+    with pytest.raises(ShardError, match="changed since ingest"):
+        list(iter_images([cut], {"000", "003"}, 10**8))
+    # the training check scans a shard ingest recorded as cut up to its cut, and refuses others
+    assert scan_shard(cut, "record").n_samples == 3 and scan_shard(cut, "record").cut
+    with pytest.raises(ShardError, match="cut.tar"):
+        scan_shard(cut)
+
+
+def test_missing_and_unreadable_shards_are_recorded(make_tar, tmp_path, caplog):
+    good = make_tar("good.tar", sample("a") + sample("b"))
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"this is not a tar file" * 100)
+    missing = str(tmp_path / "missing.tar")
+    with caplog.at_level(logging.WARNING, logger="parrotscope.shards"):
+        table, counts = ingest_part([missing, good, str(garbage)], max_pixels=10**8)
+    assert table["__key__"].tolist() == ["a", "b"] and counts["samples_in"] == counts["ok"] == 2
+    assert counts["shards_missing"] == [missing] and counts["shards_truncated"] == [str(garbage)]
+    assert any(missing in r.getMessage() for r in caplog.records)
+    assert list(iter_images([missing, good], {"a"}, 10**8))[0][0] == "a"
+
+
+def test_parts_json_totals_damaged_shards_and_training_skips_missing_ones(make_tar, tmp_path):
+    good = make_tar("good.tar", sample("a"))
+    missing = str(tmp_path / "missing.tar")
+    paths = {}
+    for name, shards in {"p00000": [good, missing], "p00001": [missing.replace("missing", "gone")]}.items():
+        paths[name] = tmp_path / f"{name}.counts.json"
+        run_ingest(shards, 10**8, tmp_path / f"{name}.parquet", paths[name])
+    run_parts(paths, tmp_path / "parts.json")
+    parts = read_json(tmp_path / "parts.json")
+    assert parts["n_shards"] == 3 and parts["n_shards_missing"] == 2 and parts["n_shards_truncated"] == 0
+    assert parts["shards_missing"] == [missing, missing.replace("missing", "gone")]
+    assert parts["samples_in"] == parts["ok"] == 1
+    assert read_part_shards(tmp_path / "parts.json") == [good]
 
 
 def test_pipe_urls_and_brace_patterns(make_tar, tmp_path):
@@ -132,3 +249,16 @@ def test_read_part_shards_lists_every_shard_in_part_order(tmp_path):
                                            "skipped_by_reason": {}, "duplicates": []}))
     run_parts(paths, tmp_path / "parts.json")
     assert read_part_shards(tmp_path / "parts.json") == ["b/0.tar", "b/1.tar", "pipe:cat a/0.tar"]
+
+
+def test_training_on_the_pool_accepts_only_the_cuts_ingest_recorded(four, tmp_path):
+    from parrotscope.train import check_training_shards
+
+    path, offsets = four
+    cut = cut_copy(path, offsets["002.jpg"][1] + 10, "cut.tar")
+    parts = tmp_path / "parts.json"
+    parts.write_text(json.dumps({"ok": 2, "parts": {}, "shards_truncated": [cut]}))
+    check_training_shards([cut, str(path)], str(parts))
+    parts.write_text(json.dumps({"ok": 2, "parts": {}}))
+    with pytest.raises(ShardError, match="cut.tar"):
+        check_training_shards([cut], str(parts))

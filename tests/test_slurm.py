@@ -157,7 +157,7 @@ def test_outputs_and_counts(tiny_on_slurm):
 
 
 def test_failing_job_fails_the_run(slurm_env, tmp_path):
-    """A truncated shard stops its ingest job inside Slurm; Snakemake retries it once (the
+    """With `ingest.on_bad_shard: fail`, a truncated shard stops its ingest job inside Slurm; Snakemake retries it once (the
     profile's `retries: 1`) and then exits non-zero without writing the table."""
     good = image_bytes(size=(96, 64))
     shard = Path(write_tar(tmp_path / "bad-000.tar", [
@@ -166,6 +166,7 @@ def test_failing_job_fails_the_run(slurm_env, tmp_path):
     shard.write_bytes(shard.read_bytes()[:1500])  # cut inside a.jpg
     cfg = tiny_config()
     cfg["datasets"] = {"bad": {"shards": str(shard), "shards_per_part": 1}}
+    cfg["ingest"] = {"on_bad_shard": "fail"}  # the default, `record`, would keep the shard's whole samples
     write_config(tmp_path, cfg)
 
     proc = run_profile(slurm_env, tmp_path, "results/table1.csv")

@@ -79,6 +79,19 @@ def test_accounting_that_does_not_reconcile_is_an_error(tmp_path):
         table1_of(match_frame(), bad, tmp_path)
 
 
+def test_shard_rows_only_where_a_dataset_has_damaged_shards(tmp_path):
+    clean = table1_of(match_frame(), COUNTS, tmp_path)
+    assert not [r for r in clean.index if r.startswith("Shards ")]
+    # counts written with the keys but nothing damaged: the same rows as before the keys existed
+    empty = dict(COUNTS, shards_truncated=[], shards_missing=[])
+    assert table1_of(match_frame(), empty, tmp_path).equals(clean)
+    damaged = dict(COUNTS, shards_truncated=["s1.tar", "s2.tar"], shards_missing=[])
+    con, paths = connect(), parts(match_frame(), tmp_path)
+    t = format_table1(build_table1({**dataset_columns(con, "demo", paths, COUNTS),
+                                    **dataset_columns(con, "mine", paths, damaged)}), 3)
+    assert t.loc["Shards truncated"].tolist() == [0, 0, 2, 2] and "Shards missing" not in t.index
+
+
 def test_no_ground_truth_column_for_data_without_truth(tmp_path):
     m = match_frame().drop(columns=[c for c in match_frame().columns if c.startswith("gt_")])
     assert list(table1_of(m, COUNTS, tmp_path, "laion").columns) == ["laion (spotted)"]

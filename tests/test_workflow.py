@@ -2,6 +2,8 @@
 
 import json
 import re
+import tarfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -194,3 +196,41 @@ def test_report_gathers_tables_and_figures(tiny_run):
         assert text in html, text
     assert "src=\"http" not in html  # self-contained: nothing fetched when opened
 
+
+
+def test_truncated_and_missing_shards_are_recorded_through_table1(tmp_path):
+    """A dataset as a real download leaves it (one shard cut mid-sample, one never arrived) runs to
+    Table 1 in the default `record` mode: the whole samples count, the damage is listed."""
+    good = image_bytes(size=(96, 64))
+    sample = lambda k: [(f"{k}.jpg", good), (f"{k}.txt", f"sample {k}".encode())]  # noqa: E731
+    write_tar(tmp_path / "broken-000.tar", sample("a") + sample("b"))
+    cut = Path(write_tar(tmp_path / "broken-001.tar", sample("c") + sample("d") + sample("e")))
+    with tarfile.open(cut) as tar:
+        at = tar.getmember("e.jpg").offset_data + 100
+    cut.write_bytes(cut.read_bytes()[:at])  # inside e.jpg: c and d are whole, e is cut mid-way
+    clean = write_tar(tmp_path / "clean-000.tar", sample("z"))
+    cfg = tiny_config()
+    # shards_per_part 2: p00000 holds the good and the cut shard, p00001 only the missing one
+    cfg["datasets"] = {"broken": {"shards": str(tmp_path / "broken-{000..002}.tar"), "shards_per_part": 2},
+                       "clean": {"shards": clean, "shards_per_part": 1}}
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path, "-c", "2", "results/table1.csv")
+
+    table = pd.read_csv(tmp_path / "results" / "table1.csv", index_col=0)
+    for col in table.columns:
+        t = table[col]
+        assert t["Samples in"] == t["Samples processed"] + t["Samples skipped"]
+    broken, clean_col = table["broken (spotted)"], table["clean (spotted)"]
+    assert (broken["Samples in"], broken["Samples skipped"], broken["Skipped: truncated_shard"]) == (5, 1, 1)
+    assert (broken["Shards truncated"], broken["Shards missing"]) == (1, 1)
+    assert (clean_col["Shards truncated"], clean_col["Shards missing"]) == (0, 0)
+    parts = json.loads((tmp_path / "results" / "broken" / "parts.json").read_text())
+    assert parts["shards_truncated"] == [str(cut)]
+    assert parts["shards_missing"] == [str(tmp_path / "broken-002.tar")]
+    assert parts["parts"]["p00001"]["samples_in"] == 0
+    match = pd.read_parquet(tmp_path / "results" / "broken" / "match" / "p00000.parquet")
+    assert match.set_index("__key__").loc["e", "error"] == "truncated_shard"
+    assert "broken-001.tar" in (tmp_path / "logs" / "ingest" / "broken" / "p00000.log").read_text()
+    assert planned_jobs(tmp_path, "results/table1.csv") == {}  # the missing shard is no pending input
+    write_tar(tmp_path / "broken-002.tar", sample("f"))  # it arrives: its part is ingested again
+    assert planned_jobs(tmp_path, "results/table1.csv").get("ingest") == 1

@@ -447,8 +447,10 @@ def _write_shards(tmp_dir: Path, by_shard: dict[str, set[str]], shards: Sequence
                 continue
             counts["n_source_shards_read"] += 1
             found: set[str] = set()
+            # A source shard cut since download is read as ingest read it (record mode): its
+            # cut sample was never selectable, and a selected key past the cut is reported below.
             for sample in iter_shard(shard):
-                if sample.key not in wanted or sample.key in found:
+                if sample.key not in wanted or sample.key in found or sample.cut:
                     continue  # a repeated key is ingest's `duplicate_key`: the first one is the sample
                 found.add(sample.key)
                 members, from_json = training_members(sample.files)

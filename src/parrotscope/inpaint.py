@@ -46,7 +46,7 @@ from tqdm import tqdm
 from .devices import resolve_device, set_torch_threads
 from .io import KEY, atomic_path, read_parquet, write_json
 from .match import Normalisation, normalise_word
-from .shards import ShardError, iter_images, iter_shard
+from .shards import FAIL, ShardError, iter_images, iter_shard
 
 MASK_KINDS = ("all", "co", "rand_all", "rand_co")
 
@@ -633,7 +633,8 @@ def read_inpainted(tar_path: str, include_skipped: bool = False
     Skipped images (meta ``status`` other than ``inpainted``) come only with ``include_skipped``,
     with image and mask None.
     """
-    for sample in iter_shard(str(tar_path)):
+    # The workflow's own tar: damage is a corrupted intermediate to refuse, not a download to record.
+    for sample in iter_shard(str(tar_path), on_bad_shard=FAIL):
         if "json" not in sample.files:
             raise ShardError(f"{tar_path}: key {sample.key} has no json member")
         try:

@@ -149,6 +149,10 @@ def match_table(samples: pd.DataFrame, spots: pd.DataFrame, norm: Normalisation,
                 row.update({f"gt_{k}": gt[k] for k in
                             ("co_words", "cotr", "cotr_fuzzy", "has_text", "is_parrot", "is_parrot_fuzzy")})
         rows.append(row)
+    if not rows:
+        # A part without samples (its shards all missing): still a keyed table, with the columns
+        # a part without ground truth has, so readers and the dataset-wide queries accept it.
+        return pd.DataFrame(columns=["__key__", "status", "error", *match_caption("", "", norm, threshold)])
     return pd.DataFrame(rows)
 
 

@@ -2,15 +2,38 @@
 
 A shard is a tar of samples ``KEY.jpg|png|webp`` + ``KEY.txt`` (caption) + ``KEY.json`` (metadata).
 :func:`iter_part` yields one :class:`Sample` per tar group, in shard order; :func:`check_sample`
-decides whether it is usable and why not. A shard that cannot be read to its end (truncated,
-not a tar) raises :class:`ShardError` naming the shard and what is wrong: its samples cannot be
-counted, so continuing would lose samples silently.
+decides whether it is usable and why not.
+
+Shards that real downloads leave behind (``ingest.on_bad_shard``):
+
+- ``record`` (the readers' default): a shard that does not read to its end-of-archive block
+  (truncated, a garbled member header mid-way, not a tar at all) yields the samples that were
+  completely read before the cut; the tar group still open at the cut may lack members, so it is
+  yielded as a Sample with ``cut`` set, which :func:`check_sample` turns into a
+  ``truncated_shard`` skip (samples in = processed + skipped still holds). A local shard that does
+  not exist yields nothing. Either way a :class:`ShardDamage` goes to the caller's ``damage``
+  list (ingest writes it to the part's counts) and a warning to the log.
+- ``fail``: such a shard raises :class:`ShardError` naming it, as before this mode existed.
+
+Only ingest takes the mode from config (``params:``; the demo generator's own shards are always
+read in ``fail`` mode, see ``bad_shard_mode`` in rules/common.smk). Every later stage (spot,
+inpaint, score, embed, filters, curate's materialise) reads in ``record`` mode with no config
+value of its own, because its behaviour follows from what ingest recorded: it asks for the ``ok``
+keys of the samples table only, and a local shard cut at the same byte yields the same whole
+samples, so it sees exactly the samples ingest saw; a cut sample is never ``ok`` and never an
+image. In ``fail`` mode a damaged shard never gets past ingest. A shard that changed after ingest
+(cut later, replaced, a ``pipe:`` download cut elsewhere this time) cannot lose a sample silently
+either: :func:`iter_images` raises :class:`ShardError` when a key it was asked for is not found.
+Readers of the workflow's own tars read in ``fail`` mode (inpainted tars; ``scan_shard`` for
+subset shards): damage there is a corrupted intermediate, not a download.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 import tarfile
 import unicodedata
 from dataclasses import dataclass, field
@@ -24,6 +47,8 @@ from PIL import Image, ImageFile
 # rather than by PIL's global decompression-bomb error.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXT = "txt"
@@ -39,7 +64,14 @@ SKIP_REASONS = (
     "empty_caption",
     "caption_not_utf8",
     "duplicate_key",
+    "truncated_shard",
 )
+
+# What to do with a shard that is truncated, garbled or missing (see the module docstring).
+RECORD, FAIL = "record", "fail"
+ON_BAD_SHARD = (RECORD, FAIL)
+# ShardDamage kinds, listed per part as `shards_truncated` / `shards_missing` in the counts.
+TRUNCATED, MISSING = "truncated", "missing"
 
 
 class ShardError(RuntimeError):
@@ -48,9 +80,44 @@ class ShardError(RuntimeError):
 
 @dataclass
 class Sample:
+    """One tar group. ``cut`` is empty for a whole sample; for the group that was open where its
+    shard was cut (record mode) it says why, as its members past the cut may be missing."""
+
     key: str
     shard: str
     files: dict[str, bytes] = field(default_factory=dict)
+    cut: str = ""
+
+
+@dataclass
+class ShardDamage:
+    """A shard that could not be read to its end (``truncated``) or does not exist (``missing``),
+    with the reader's error and the number of whole samples read before the cut."""
+
+    url: str
+    kind: str
+    error: str
+    n_samples: int = 0
+
+
+def check_mode(on_bad_shard: str) -> None:
+    if on_bad_shard not in ON_BAD_SHARD:
+        raise ValueError(f"on_bad_shard must be one of {list(ON_BAD_SHARD)}, got {on_bad_shard!r}")
+
+
+def is_local(url: str) -> bool:
+    """A path on this machine's file system, not a ``pipe:`` command or a URL."""
+    return not (url.startswith("pipe:") or "://" in url)
+
+
+def _note(damage: list[ShardDamage] | None, found: ShardDamage) -> None:
+    if found.kind == MISSING:
+        log.warning("shard %s is missing (%s): it holds no sample", found.url, found.error)
+    else:
+        log.warning("shard %s is truncated (%s): %d whole sample(s) read before the cut", found.url,
+                    found.error, found.n_samples)
+    if damage is not None:
+        damage.append(found)
 
 
 @dataclass
@@ -116,24 +183,37 @@ def _header_watch() -> tuple[type[tarfile.TarInfo], dict]:
     return WatchedTarInfo, state
 
 
-def iter_shard(url: str) -> Iterator[Sample]:
+def iter_shard(url: str, on_bad_shard: str = RECORD, damage: list[ShardDamage] | None = None
+               ) -> Iterator[Sample]:
     """Group the members of one tar into samples by key (consecutive members, webdataset's rule).
 
     A key that reappears later in the same shard yields a second Sample with that key; the caller
-    records it as a duplicate. A tar that does not end with its end-of-archive block (truncated, or
-    a garbled member header) raises :class:`ShardError` after its readable samples.
+    records it as a duplicate. A tar that does not end with its end-of-archive block (truncated,
+    a garbled member header) or cannot be opened: in ``fail`` mode :class:`ShardError` after its
+    readable samples; in ``record`` mode the whole samples, then the group open at the cut with
+    ``cut`` set, and a :class:`ShardDamage` appended to ``damage`` (see the module docstring).
     """
     # webdataset imports torch: imported here, not at module level, because the Snakefile imports
     # this module while parsing (every snakemake start and every Slurm job).
     from webdataset import gopen
     from webdataset.tariterators import base_plus_ext
 
+    check_mode(on_bad_shard)
+    strict = on_bad_shard == FAIL
+    if not strict and is_local(url) and not os.path.exists(url):
+        _note(damage, ShardDamage(url, MISSING, "no such file"))
+        return
     current: Sample | None = None
+    n_whole = 0
     tarinfo, state = _header_watch()
     try:
         stream = gopen(url, "rb")
     except Exception as exc:
-        raise ShardError(f"shard {url}: cannot open ({exc})") from exc
+        if strict:
+            raise ShardError(f"shard {url}: cannot open ({exc})") from exc
+        _note(damage, ShardDamage(url, TRUNCATED, f"cannot open ({exc})"))
+        return
+    problem: BaseException | None = None
     try:
         with tarfile.open(fileobj=stream, mode="r|*", tarinfo=tarinfo) as tar:
             for member in tar:
@@ -145,26 +225,48 @@ def iter_shard(url: str) -> Iterator[Sample]:
                 key, ext = parsed
                 if key.startswith("__") or "/__" in key:
                     continue  # webdataset's reserved metadata members
-                data = tar.extractfile(member).read()
-                if current is None or current.key != key or ext.lower() in current.files:
+                ext = ext.lower()
+                if current is None or current.key != key or ext in current.files:
+                    # A new group starts, so the previous one is whole: yielded before this
+                    # member's data is read, which is where a cut shows.
                     if current is not None:
+                        n_whole += 1
                         yield current
                     current = Sample(key=key, shard=url)
-                current.files[ext.lower()] = data
+                current.files[ext] = tar.extractfile(member).read()
             end = state.get("end")
             if end is not None and not isinstance(end, tarfile.EOFHeaderError):
                 raise tarfile.ReadError(f"{end or type(end).__name__} where the next member header or the "
                                         f"end-of-archive block should be")
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ShardError(
-            f"shard {url}: unreadable tar after {'key ' + current.key if current else 'no sample'} "
-            f"({type(exc).__name__}: {exc}). The shard is truncated or not a tar: re-download "
-            f"or regenerate it, or remove it from the dataset's `shards` list."
-        ) from exc
+        problem = exc
+        if strict:
+            raise ShardError(
+                f"shard {url}: unreadable tar after {'key ' + current.key if current else 'no sample'} "
+                f"({type(exc).__name__}: {exc}). The shard is truncated or not a tar: re-download "
+                f"or regenerate it, set `ingest.on_bad_shard: record` to keep its whole samples, "
+                f"or remove it from the dataset's `shards` list."
+            ) from exc
     finally:
-        stream.close()
+        try:
+            stream.close()
+        except OSError as exc:
+            # A pipe whose reader stopped at a cut ends with SIGPIPE or the download's own error:
+            # in record mode that is part of the damage already found, not a second failure.
+            if strict or problem is None:
+                raise
+            problem = OSError(f"{problem}; then {exc}")
+    if problem is None:
+        if current is not None:
+            yield current
+        return
+    error = f"{type(problem).__name__}: {problem}"
     if current is not None:
+        # The open group may have had members past the cut: it is no whole sample.
+        current.cut = (f"shard cut inside this sample ({error}); members read: "
+                       f"{', '.join(sorted(current.files)) or 'none'}")
         yield current
+    _note(damage, ShardDamage(url, TRUNCATED, error, n_whole))
 
 
 # Member extensions that webdataset's default decoders (used by OpenCLIP's trainer and by
@@ -179,15 +281,18 @@ class ShardScan:
 
     n_samples: int
     unpickled_members: list[str]
+    cut: str = ""  # record mode: why the tar ended before its end-of-archive block
 
 
-def scan_shard(path: str) -> ShardScan:
+def scan_shard(path: str, on_bad_shard: str = FAIL) -> ShardScan:
     """Samples in a local tar (grouped as :func:`iter_shard` groups them) and its members that
     webdataset would unpickle, reading member headers only (data is seeked over). Raises
     :class:`ShardError` naming the tar when it does not read to its end-of-archive block, so a
-    truncated or garbled shard is not taken as a smaller one."""
+    truncated or garbled shard is not taken as a smaller one; in ``record`` mode (for a shard
+    that ingest recorded as truncated) returns what was read before the cut, with ``cut`` set."""
     from webdataset.tariterators import base_plus_ext  # lazily: see iter_shard
 
+    check_mode(on_bad_shard)
     tarinfo, state = _header_watch()
     n, key, exts, unpickled = 0, None, set(), []
     try:
@@ -206,14 +311,18 @@ def scan_shard(path: str) -> ShardScan:
                 raise tarfile.ReadError(f"{end or type(end).__name__} where the next member header or the "
                                         f"end-of-archive block should be")
     except (tarfile.TarError, EOFError, OSError) as exc:
+        if on_bad_shard == RECORD:
+            return ShardScan(n_samples=n, unpickled_members=unpickled, cut=f"{type(exc).__name__}: {exc}")
         raise ShardError(f"shard {path}: unreadable tar after {n} sample(s) ({type(exc).__name__}: {exc}); "
                          f"the shard is truncated or garbled: rebuild it") from exc
     return ShardScan(n_samples=n, unpickled_members=unpickled)
 
 
-def iter_part(shards: Iterable[str]) -> Iterator[Sample]:
+def iter_part(shards: Iterable[str], on_bad_shard: str = RECORD, damage: list[ShardDamage] | None = None
+              ) -> Iterator[Sample]:
+    """The samples of a part's shards in order (:func:`iter_shard` on each)."""
     for url in shards:
-        yield from iter_shard(url)
+        yield from iter_shard(url, on_bad_shard, damage)
 
 
 def _image_member(files: dict[str, bytes]) -> tuple[str, bytes] | tuple[None, None]:
@@ -288,10 +397,16 @@ def to_rgb(img: Image.Image) -> np.ndarray:
 
 
 def check_sample(sample: Sample, max_pixels: int) -> tuple[Checked, Image.Image | None]:
-    """Validate one sample: image present and decodable within the size bound, caption usable."""
+    """Validate one sample: image present and decodable within the size bound, caption usable.
+    A sample cut by the end of its shard is ``truncated_shard`` whatever its members hold."""
     ext, data = _image_member(sample.files)
     meta_raw = sample.files.get("json", b"")
     meta = meta_raw.decode("utf-8", errors="replace") if meta_raw else ""
+    if sample.cut:
+        # Not decoded: a member may be cut short, and members past the cut are unknown.
+        return Checked(key=sample.key, shard=sample.shard, status="truncated_shard", error=sample.cut,
+                       caption="", width=0, height=0, mode="", format=ext or "",
+                       n_bytes=len(data or b""), meta=meta), None
     cap_status, cap_error, caption = decode_caption(sample.files)
     base = dict(key=sample.key, shard=sample.shard, caption=caption, meta=meta)
     if ext is None:
@@ -306,10 +421,12 @@ def check_sample(sample: Sample, max_pixels: int) -> tuple[Checked, Image.Image 
     return Checked(**base, status=status, error=error, **info), img if status == OK else None
 
 
-def iter_checked(shards: Iterable[str], max_pixels: int) -> Iterator[tuple[Checked, Image.Image | None]]:
-    """Every sample of a part, checked; repeated keys after the first are ``duplicate_key``."""
+def iter_checked(shards: Iterable[str], max_pixels: int, on_bad_shard: str = RECORD,
+                 damage: list[ShardDamage] | None = None) -> Iterator[tuple[Checked, Image.Image | None]]:
+    """Every sample of a part, checked; repeated keys after the first are ``duplicate_key``.
+    Damaged shards are handled by ``on_bad_shard`` and listed in ``damage`` (:func:`iter_shard`)."""
     seen: set[str] = set()
-    for sample in iter_part(shards):
+    for sample in iter_part(shards, on_bad_shard, damage):
         if sample.key in seen:
             yield Checked(key=sample.key, shard=sample.shard, status="duplicate_key",
                           error=f"key already seen earlier in this part", caption="", width=0,
@@ -320,10 +437,16 @@ def iter_checked(shards: Iterable[str], max_pixels: int) -> Iterator[tuple[Check
 
 
 def iter_images(shards: Iterable[str], keys: set[str], max_pixels: int) -> Iterator[tuple[str, np.ndarray]]:
-    """Decoded RGB images of the given keys (first occurrence of each), in shard order."""
+    """Decoded RGB images of the given keys (first occurrence of each), in shard order.
+
+    Damaged shards are read in ``record`` mode, so a stage sees the whole samples ingest saw. A
+    key that is not found (its shard was cut or changed after ingest) raises :class:`ShardError`
+    once the shards are read: a later stage never loses a sample silently.
+    """
+    shards = list(shards)
     done: set[str] = set()
-    for sample in iter_part(shards):
-        if sample.key not in keys or sample.key in done:
+    for sample in iter_part(shards, RECORD):
+        if sample.key not in keys or sample.key in done or sample.cut:
             continue
         done.add(sample.key)
         _, data = _image_member(sample.files)
@@ -331,3 +454,8 @@ def iter_images(shards: Iterable[str], keys: set[str], max_pixels: int) -> Itera
         if img is None:
             raise ShardError(f"shard {sample.shard}: key {sample.key} decoded at ingest but not now ({error})")
         yield sample.key, to_rgb(img)
+    missing = set(keys) - done
+    if missing:
+        raise ShardError(f"{len(missing)} sample(s) ok at ingest not found in the shards {shards[:3]}"
+                         f"{'...' if len(shards) > 3 else ''}, e.g. {sorted(missing)[:3]}: the shards "
+                         f"changed since ingest; rerun ingest for this part")

@@ -81,7 +81,9 @@ def accounting_rows(counts: dict, statuses: dict[str, int]) -> dict[str, int]:
     """Sample accounting: in = processed + skipped, with every skip reason.
 
     Ingest skips (duplicates included) come from ``parts.json``; spotting errors from the match
-    tables' statuses, whose ``skipped`` rows are the ingest skips carried through.
+    tables' statuses, whose ``skipped`` rows are the ingest skips carried through. Shards that
+    ingest recorded as truncated or missing are rows only where there are some, so a clean
+    dataset's rows stay as they were.
     """
     n_spot_errors = int(statuses.get("error", 0))
     rows = {
@@ -94,6 +96,9 @@ def accounting_rows(counts: dict, statuses: dict[str, int]) -> dict[str, int]:
         reasons["spot_error"] = n_spot_errors
     for reason, k in sorted(reasons.items()):
         rows[f"Skipped: {reason}"] = k
+    for row, key in (("Shards truncated", "shards_truncated"), ("Shards missing", "shards_missing")):
+        if counts.get(key):  # parts.json written before shards were recorded has no such key
+            rows[row] = len(counts[key])
     if rows["Samples in"] != rows["Samples processed"] + rows["Samples skipped"]:
         raise ValueError(f"sample accounting does not reconcile: {rows}")
     return rows
@@ -111,8 +116,8 @@ def dataset_columns(con, name: str, match_paths: list[str], counts: dict) -> dic
 def build_table1(columns: dict[str, dict]) -> pd.DataFrame:
     """One column per dataset (spotted), plus a ground-truth column where the data has it."""
     table = pd.DataFrame(columns)
-    # A skip reason seen in one dataset only is a count of 0 in the others.
-    skip_rows = [r for r in table.index if r.startswith("Skipped: ")]
+    # A skip reason (or damaged shards) seen in one dataset only is a count of 0 in the others.
+    skip_rows = [r for r in table.index if r.startswith(("Skipped: ", "Shards "))]
     table.loc[skip_rows] = table.loc[skip_rows].fillna(0)
     table.index.name = "statistic"
     return table

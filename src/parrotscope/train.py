@@ -527,17 +527,20 @@ def check_training_shards(train_shards: list[str], counts_json: str) -> None:
     (webdataset's defaults) also unpickles every ``.pyd``/``.pickle`` member of a sample: code
     execution from the data. Only local shards can be checked (header-only, data is seeked over).
     Sample counts are compared for subset shards; a dataset's own shards are read to their end by
-    ingest, which reruns whenever one changes.
+    ingest, which reruns whenever one changes. A dataset shard that ingest recorded as truncated
+    (``parts.json``) is scanned up to its cut: the trainer reads the same whole samples, and the
+    pool's sample count is ingest's ``ok``.
     """
     from .io import read_json
-    from .shards import scan_shard
+    from .shards import FAIL, RECORD, scan_shard
 
     counts = read_json(counts_json)
     sizes = {} if "parts" in counts else counts
+    recorded_cut = set(counts.get("shards_truncated", [])) if "parts" in counts else set()
     for shard in train_shards:
         if not os.path.isfile(shard):
             continue  # a URL or pipe: the trainer streams it, nothing to scan here
-        scan = scan_shard(shard)
+        scan = scan_shard(shard, RECORD if shard in recorded_cut else FAIL)
         if scan.unpickled_members:
             raise TrainError(
                 f"shard {shard} has members that OpenCLIP's loader would unpickle (code execution "
