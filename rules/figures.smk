@@ -1,5 +1,7 @@
 # Stage `figures`: the paper's profiling figures (Figs. 1, 3, 4, 5 left) of the study dataset, from
 # the parrot index, the image clusters and the spot tables. Every figure goes into the report.
+# Dataset-wide steps: they query the per-part files through DuckDB (parrotscope.db) with the
+# job's memory and threads (config `db`), so their memory does not grow with the dataset.
 
 
 def cluster_paths(kind):
@@ -36,8 +38,9 @@ rule cluster_figures:
         "logs/figures/cluster_figures.log",
     benchmark:
         "benchmarks/figures/cluster_figures.tsv"
+    threads: config["db"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=config["db"]["mem_mb"],
     conda:
         "../envs/core.yaml"
     script:
@@ -69,8 +72,9 @@ rule galleries:
         "logs/figures/galleries.log",
     benchmark:
         "benchmarks/figures/galleries.tsv"
+    threads: config["db"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=config["db"]["mem_mb"],
     conda:
         "../envs/core.yaml"
     script:
@@ -101,8 +105,9 @@ rule text_figures:
         "logs/figures/text_figures.log",
     benchmark:
         "benchmarks/figures/text_figures.tsv"
+    threads: config["db"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=config["db"]["mem_mb"],
     conda:
         "../envs/core.yaml"
     script:

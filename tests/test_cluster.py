@@ -157,6 +157,33 @@ def test_fit_sample_is_seeded_uniform_and_per_part():
     assert sum(len(r) for r in rows) == 6 and all(r.max(initial=-1) < n for r, n in zip(rows, [10, 0, 5]))
     assert [r.tolist() for r in rows] == [r.tolist() for r in sample_rows([10, 0, 5], 6, seed=0)]
     assert [len(r) for r in sample_rows([10, 0, 5], None, 0)] == [10, 0, 5]
+    assert [len(r) for r in sample_rows([10, 0, 5], 15, 0)] == [10, 0, 5]
+
+
+def test_fit_sample_is_the_same_numpy_draw_split_by_parts():
+    """The rows are numpy's seeded draw over all rows, cut at the part boundaries: the sample a
+    config fitted on before the split was a binary search is the sample it fits on now."""
+    sizes = [0, 7, 300, 0, 1, 12000, 45]
+    chosen = np.sort(np.random.default_rng(5).choice(sum(sizes), size=900, replace=False))
+    bounds = np.cumsum([0, *sizes])
+    want = [chosen[(chosen >= lo) & (chosen < hi)] - lo for lo, hi in zip(bounds[:-1], bounds[1:])]
+    got = sample_rows(sizes, 900, seed=5)
+    assert [r.tolist() for r in got] == [r.tolist() for r in want]
+
+
+def test_fit_sample_memory_does_not_grow_with_the_dataset():
+    """A fit sample of 10^5 from LAION-2B's 2e9 rows in 460 parts: numpy's Floyd draw and the
+    split stay in a few MB (a permutation of every row would take 16 GB)."""
+    import tracemalloc
+
+    sizes = [2_000_000_000 // 460] * 460
+    tracemalloc.start()
+    try:
+        rows = sample_rows(sizes, 100_000, seed=42)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sum(len(r) for r in rows) == 100_000 and peak < 20 * 2**20
 
 
 def test_config_checks(tmp_path):

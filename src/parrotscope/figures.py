@@ -20,21 +20,33 @@ same way (K-means on the centroids, weighted by cluster size) for Figs. 3a and 5
 
 Every plot function returns its matplotlib Figure (tests read the axes); ``run_*`` functions
 read the workflow's files and write PNGs atomically.
+
+**Dataset-wide, never the dataset in memory.** The figures summarise every sample of the study
+dataset (LAION-2B: 2e9), so their inputs are queries over the per-part index, cluster assignment
+and spot tables through :mod:`parrotscope.db`: the cluster profile is one GROUP BY over the index
+joined by key with the assignments (:func:`cluster_study`), Fig. 4a one GROUP BY, and only small
+results come back: per-cluster sums, the gallery's few picked rows (Fig. 1's top-``top_fraction``
+cut is a sort by the engine, its examples a keyed-hash draw like :func:`parrotscope.curate.sample_keys`),
+and the seeded sample of at most ``max_images`` images whose words Figs. 4b-c measure. Memory is
+the engine's limit plus what ``max_images`` and the gallery sizes bound, whatever the dataset size.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .index import read_index_parts
-from .io import KEY, atomic_path, read_parquet, write_csv
+from .db import (Engine, QueryError, columns_of, connect, one_row, parquet_source, query_df, register_keyed_rank,
+                 sql_name, sql_string)
+from .io import KEY, atomic_path, write_csv
 from .match import Normalisation, normalise_word, truth_record
+from .tables import numeric
 
 # Fig. 3a's three data types, in stacking order: (column, legend label, colour).
 TEXT_TYPES = (
@@ -70,64 +82,162 @@ def save_figure(fig, out_png: str | os.PathLike, dpi: int = 120) -> None:
     _pyplot().close(fig)
 
 
+def _undefined(value) -> bool:
+    """Whether a list cell is missing: None, NaN (pandas) or pd.NA (DuckDB's NULL)."""
+    return value is None or (np.ndim(value) == 0 and bool(pd.isna(value)))
+
+
 def _as_set(values) -> set[str]:
-    if values is None or (isinstance(values, float) and np.isnan(values)):
-        return set()
-    return {str(v) for v in values}
+    return set() if _undefined(values) else {str(v) for v in values}
 
 
-def has_truth(frame: pd.DataFrame) -> bool:
-    """Whether the processed samples carry the demo generator's ground truth measures."""
-    ok = frame["status"] == "ok"
-    return "gt_has_text" in frame.columns and bool(ok.any()) and frame.loc[ok, "gt_cotr"].notna().all()
+def has_truth(con, index_paths: Sequence[str]) -> bool:
+    """Whether the processed samples carry the demo generator's ground truth measures (every one
+    of them, as :func:`parrotscope.tables.has_complete_truth`, and there is at least one)."""
+    if not {"gt_has_text", "gt_is_parrot", "gt_co_words", "gt_cotr"} <= set(columns_of(con, index_paths)):
+        return False
+    n_ok, missing = one_row(con, f"SELECT count(*) FILTER (WHERE status = 'ok'), "
+                                 f"count(*) FILTER (WHERE status = 'ok' AND {numeric('gt_cotr')} IS NULL) "
+                                 f"FROM {parquet_source(index_paths)}")
+    return n_ok > 0 and missing == 0
+
+
+def _keyed_rank(con, seed: int) -> str:
+    """The seeded keyed-hash rank function (:func:`parrotscope.db.register_keyed_rank`) on this
+    connection, registered on first use: DuckDB refuses a second function of the same name."""
+    name = f"keyed_rank_{int(seed)}"
+    if not one_row(con, "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [name])[0]:
+        register_keyed_rank(con, seed, name)
+    return name
+
+
+def _require(con, paths: Sequence[str], columns: Sequence[str], what: str) -> dict[str, str]:
+    """The files' column types, or a :class:`QueryError` naming the columns the step needs."""
+    types = columns_of(con, paths)
+    missing = [c for c in columns if c not in types]
+    if missing:
+        raise QueryError(f"the {what} has no column(s) {missing}: rebuild it (or check the configured scorer)")
+    return types
 
 
 # ----------------------------------------------------------------------------------------------
 # Cluster profiles (Fig. 3a, Fig. 5 left)
 
 
-def study_frame(index: pd.DataFrame, assign: pd.DataFrame) -> pd.DataFrame:
-    """The index with each sample's cluster (by key); samples without one keep NA."""
-    dup = assign[KEY].duplicated()
-    if dup.any():
-        raise ValueError(f"a key is assigned twice: {assign.loc[dup, KEY].head(3).tolist()}")
-    unknown = set(assign[KEY]) - set(index[KEY])
-    if unknown:
-        raise ValueError(f"{len(unknown)} assigned keys are not in the index, e.g. {sorted(unknown)[:3]}")
-    out = index.merge(assign[[KEY, "cluster", "distance"]], on=KEY, how="left", validate="one_to_one")
-    out["cluster"] = out["cluster"].astype("Int64")
-    return out
+def kind_sql(prefix: str = "") -> str:
+    """Fig. 3a's data type of a sample as SQL: ``co`` (parroted), else ``text_no_co`` (with
+    text), else ``no_text``; an undefined flag counts as false."""
+    parrot = f"coalesce({sql_name(prefix + 'is_parrot')}, false)"
+    text = f"coalesce({sql_name(prefix + 'has_text')}, false)"
+    return f"CASE WHEN {parrot} THEN 'co' WHEN {text} THEN 'text_no_co' ELSE 'no_text' END"
 
 
-def text_type(frame: pd.DataFrame, prefix: str = "") -> pd.Series:
-    """Fig. 3a's data type of each sample: ``no_text``, ``text_no_co`` or ``co``."""
-    has_text = frame[f"{prefix}has_text"].fillna(False).astype(bool)
-    parrot = frame[f"{prefix}is_parrot"].fillna(False).astype(bool)
-    return pd.Series(np.where(parrot, "co", np.where(has_text, "text_no_co", "no_text")), index=frame.index)
+# Fig. 5's samples per removal: with text, or with co-embedded text (spotted).
+REMOVAL_SAMPLES = {"text": "kind <> 'no_text'", "co": "kind = 'co'"}
 
 
-def cluster_profile(frame: pd.DataFrame, scorer: str, by: str = "cluster") -> pd.DataFrame:
-    """Per cluster (processed, assigned samples): counts and shares of Fig. 3a's data types (and
-    their ground truth ``gt_*`` where known) and the mean S of each removal setup (Fig. 5 left)."""
-    ok = frame[(frame["status"] == "ok") & frame[by].notna()].copy()
-    ok[by] = ok[by].astype(int)
-    groups = ok.groupby(by)
-    prof = pd.DataFrame({"n": groups.size()})
-    prefixes = [""] + (["gt_"] if has_truth(frame) else [])
-    for prefix in prefixes:
-        kind = text_type(ok, prefix)
-        counts = pd.crosstab(ok[by], kind).reindex(columns=[t for t, _, _ in TEXT_TYPES], fill_value=0)
-        for t, _, _ in TEXT_TYPES:
-            prof[f"{prefix}share_{t}"] = counts[t] / prof["n"]
-        prof[f"{prefix}share_text"] = 1 - prof[f"{prefix}share_no_text"]
-    kind = text_type(ok)
-    selections = {"text": kind != "no_text", "co": kind == "co"}
+@dataclass
+class ClusterStudy:
+    """What the profiles of clusters (or of merged groups of clusters) are computed from: per
+    cluster with processed, assigned samples, the sample count ``n``, the counts of each data type
+    (``no_text``, ``gt_co``, ...), the sum and count of the defined scores of each removal setup
+    (``sum_s_raw``/``cnt_s_raw``, ..., ``sum_s_raw_all`` over every sample) and ``best_key``, the
+    key of its top-S sample (Fig. 3b). Counts and sums add up over clusters, so a merged group's
+    profile follows exactly without a second pass over the data."""
+
+    sums: pd.DataFrame
+    truth: bool
+    dtypes: dict  # score column -> the float type its values have in the index
+
+
+def cluster_study(con, index_paths: Sequence[str], assign_paths: Sequence[str], scorer: str) -> ClusterStudy:
+    """The index parts joined by key with the cluster assignment parts, grouped by cluster: one
+    pass of the engine (plus a count of the index's distinct keys).
+
+    The join is one to one, as a join by key must be: a key assigned twice, assigned but not in
+    the index, or in the index twice is an error naming a few. Index samples without an
+    assignment are left out, as are clusters without processed samples.
+    """
+    columns = [KEY, "status", "has_text", "is_parrot", *(f"{scorer}.{c}" for c, *_ in REMOVALS)]
+    types = _require(con, index_paths, columns, "parrot index")
+    _require(con, assign_paths, [KEY, "cluster"], "cluster assignment")
+    key, index = sql_name(KEY), parquet_source(index_paths)
+    (twice,) = one_row(con, f"SELECT count(*) - count(DISTINCT {key}) FROM {index}")
+    if twice:
+        examples = [k for (k,) in con.execute(f"SELECT {key} FROM {index} GROUP BY {key} HAVING count(*) > 1 "
+                                              f"ORDER BY {key} LIMIT 3").fetchall()]
+        raise ValueError(f"{twice} key(s) in the index twice, e.g. {examples}: keys must be unique across the "
+                         f"dataset's parts")
+    truth = has_truth(con, index_paths)
+    prefixes = [""] + (["gt_"] if truth else [])
+    scores = [c for c, *_ in REMOVALS]
+    index_side = ", ".join([key, "coalesce(status = 'ok', false) AS ok",
+                            *(f"{kind_sql(p)} AS {p}kind" for p in prefixes),
+                            *(f"{numeric(f'{scorer}.{c}')} AS {c}" for c in scores)])
+    use = "copies = 1 AND ok"  # ok is NULL for an assigned key the index lacks
+    aggregates = [f"count(*) FILTER (WHERE {use}) AS n"]
+    for p in prefixes:
+        aggregates += [f"count(*) FILTER (WHERE {use} AND {p}kind = '{t}') AS {p}{t}" for t, _, _ in TEXT_TYPES]
     for column, _, which, _, _ in REMOVALS:
-        values = pd.to_numeric(ok[f"{scorer}.{column}"], errors="coerce").where(selections[which])
-        prof[f"mean_{column}"] = values.groupby(ok[by]).mean()
-    prof["n_text"] = selections["text"].groupby(ok[by]).sum()
-    prof["n_co"] = selections["co"].groupby(ok[by]).sum()
-    prof["mean_s_raw_all"] = pd.to_numeric(ok[f"{scorer}.s_raw"], errors="coerce").groupby(ok[by]).mean()
+        where = f"{use} AND {REMOVAL_SAMPLES[which]}"
+        aggregates += [f"fsum({column}) FILTER (WHERE {where}) AS sum_{column}",
+                       f"count({column}) FILTER (WHERE {where}) AS cnt_{column}"]
+    aggregates += [f"fsum(s_raw) FILTER (WHERE {use}) AS sum_s_raw_all",
+                   f"count(s_raw) FILTER (WHERE {use}) AS cnt_s_raw_all",
+                   # the highest S, ties to the smallest key, so the pick does not hang on row order
+                   f"arg_min({key}, (-s_raw, {key})) FILTER (WHERE {use} AND s_raw IS NOT NULL) AS best_key"]
+    problems = {"assigned twice": "copies > 1", "assigned but not in the index": "ok IS NULL"}
+    checks = []
+    for i, where in enumerate(problems.values()):
+        checks += [f"problem{i}", f"example{i}"]
+        aggregates += [f"count(*) FILTER (WHERE {where}) AS problem{i}",
+                       f"min({key}) FILTER (WHERE {where}) AS example{i}"]
+    rows = query_df(con, f"""
+        WITH assigned AS (
+            SELECT {key}, any_value(cluster) AS cluster, count(*) AS copies
+            FROM {parquet_source(assign_paths)} GROUP BY {key})
+        SELECT cluster, {", ".join(aggregates)}
+        FROM assigned LEFT JOIN (SELECT {index_side} FROM {index}) USING ({key}) GROUP BY cluster""")
+    for i, problem in enumerate(problems):
+        count = int(rows[f"problem{i}"].sum())
+        if count:
+            examples = sorted(rows[f"example{i}"].dropna())[:3]
+            raise ValueError(f"{count} key(s) {problem}, e.g. {examples}: the cluster assignments must match "
+                             f"the index one to one (rerun cluster_assign for this index)")
+    sums = rows[rows["cluster"].notna() & (rows["n"] > 0)].drop(columns=checks)
+    sums = sums.astype({"cluster": "int64"}).set_index("cluster").sort_index()
+    dtypes = {c: np.float32 if types[f"{scorer}.{c}"] == "FLOAT" else np.float64 for c in scores}
+    return ClusterStudy(sums=sums, truth=truth, dtypes=dtypes)
+
+
+def _mean(total: pd.Series, count: pd.Series, dtype) -> pd.Series:
+    """``total / count`` (NaN where nothing was counted) in the scores' own precision. The
+    profile used to be pandas' mean, which averages the index's float32 scores in float32;
+    dividing the (exact) sum the same way keeps the profile's printed digits as they were."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = total.to_numpy(np.float64).astype(dtype) / count.to_numpy().astype(dtype)
+    return pd.Series(np.where(count.to_numpy() > 0, values, np.nan).astype(dtype), index=total.index)
+
+
+def cluster_profile(study: ClusterStudy, groups: np.ndarray | None = None) -> pd.DataFrame:
+    """Per cluster, or per group of clusters (``groups[cluster]``): the sample count, the shares
+    of Fig. 3a's data types (and their ground truth ``gt_*`` where known), the mean S of each
+    removal setup over its samples (Fig. 5 left), the counts with text and with co-embedded
+    text, and the mean S(raw) of every sample."""
+    sums, by = study.sums.drop(columns="best_key"), "cluster"
+    if groups is not None:
+        sums, by = sums.groupby(np.asarray(groups)[sums.index.to_numpy()]).sum(), "group"
+    n = sums["n"]
+    prof = pd.DataFrame({"n": n})
+    for prefix in [""] + (["gt_"] if study.truth else []):
+        for t, _, _ in TEXT_TYPES:
+            prof[f"{prefix}share_{t}"] = sums[f"{prefix}{t}"] / n
+        prof[f"{prefix}share_text"] = 1 - prof[f"{prefix}share_no_text"]
+    for column, *_ in REMOVALS:
+        prof[f"mean_{column}"] = _mean(sums[f"sum_{column}"], sums[f"cnt_{column}"], study.dtypes[column])
+    prof["n_text"] = n - sums["no_text"]
+    prof["n_co"] = sums["co"]
+    prof["mean_s_raw_all"] = _mean(sums["sum_s_raw_all"], sums["cnt_s_raw_all"], study.dtypes["s_raw"])
     prof.index.name = by
     return prof
 
@@ -200,22 +310,20 @@ def plot_cluster_removal_scores(profile: pd.DataFrame, title: str = ""):
     return fig
 
 
-def run_cluster_figures(index_path: str, assign_paths: list[str], model_path: str, scorer: str,
-                        max_clusters: int, seed: int, out_profile: str, out_fig3a: str, out_fig5: str) -> None:
+def run_cluster_figures(index_paths: Sequence[str], assign_paths: Sequence[str], model_path: str, scorer: str,
+                        max_clusters: int, seed: int, out_profile: str, out_fig3a: str, out_fig5: str,
+                        engine: Engine = Engine()) -> None:
     """Cluster profile table (one row per cluster), Fig. 3a and Fig. 5 (left)."""
     from .cluster import load_model
 
-    frame = study_frame(read_index_parts(index_path), pd.concat([read_parquet(p) for p in assign_paths],
-                                                           ignore_index=True))
-    profile = cluster_profile(frame, scorer)
+    study = cluster_study(connect(engine), index_paths, assign_paths, scorer)
+    profile = cluster_profile(study)
     write_csv(profile.round(6), out_profile)
     model = load_model(model_path)
     note = ""
     if model.n_clusters > max_clusters:
         sizes = profile["n"].reindex(range(model.n_clusters), fill_value=0).to_numpy()
-        groups = merge_clusters(model.centroids, sizes, max_clusters, seed)
-        frame["group"] = frame["cluster"].map(lambda c: groups[c] if pd.notna(c) else pd.NA).astype("Int64")
-        profile = cluster_profile(frame, scorer, by="group")
+        profile = cluster_profile(study, merge_clusters(model.centroids, sizes, max_clusters, seed))
         note = f"{model.n_clusters} clusters merged into {max_clusters} groups for display"
     save_figure(plot_cluster_text_share(profile, note), out_fig3a)
     save_figure(plot_cluster_removal_scores(profile, note), out_fig5)
@@ -225,36 +333,72 @@ def run_cluster_figures(index_path: str, assign_paths: list[str], model_path: st
 # Galleries (Fig. 3b, Fig. 1)
 
 
-def text_heavy_picks(frame: pd.DataFrame, profile: pd.DataFrame, scorer: str, share: float,
-                     n: int) -> tuple[pd.DataFrame, int]:
+def gallery_columns(scorer: str) -> list[str]:
+    """The index columns a gallery tile and its title need."""
+    return [KEY, "part", "shard", "caption", "co_words", f"{scorer}.s_raw"]
+
+
+def rows_of(con, paths: Sequence[str], keys: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+    """The rows of a few keys in per-part tables (the engine scans the key column; only these
+    rows come back)."""
+    wanted = ", ".join(sql_name(c) for c in columns)
+    return query_df(con, f"SELECT {wanted} FROM {parquet_source(paths)} "
+                         f"WHERE list_contains(?::VARCHAR[], {sql_name(KEY)})", [list(keys)])
+
+
+def text_heavy_picks(con, index_paths: Sequence[str], study: ClusterStudy, profile: pd.DataFrame, scorer: str,
+                     share: float, n: int) -> tuple[pd.DataFrame, int]:
     """Fig. 3b: the top-S sample of each cluster whose share of images with text is at least
     ``share`` (as the paper), most text-heavy first, up to ``n``; if no cluster reaches ``share``,
-    the ``n`` most text-heavy ones. Returns the picked rows and how many clusters reach ``share``."""
+    the ``n`` most text-heavy ones. Returns the picked rows (with their ``cluster``) and how many
+    clusters reach ``share``."""
     order = sorted_by_text(profile)
     heavy = order[order["share_text"] >= share]
     n_heavy = len(heavy)
-    ok = frame[(frame["status"] == "ok") & frame["cluster"].notna()]
-    s = pd.to_numeric(ok[f"{scorer}.s_raw"], errors="coerce")
-    best = ok.loc[s.dropna().groupby(ok["cluster"]).idxmax()].set_index("cluster", drop=False)
+    best = study.sums["best_key"].dropna()
     picks = [c for c in (heavy if n_heavy else order).index if c in best.index][:n]
-    return best.loc[picks].reset_index(drop=True), n_heavy
+    rows = rows_of(con, index_paths, best[picks].tolist(), gallery_columns(scorer)).set_index(KEY)
+    rows = rows.loc[best[picks].tolist()].reset_index()
+    rows["cluster"] = picks
+    return rows, n_heavy
 
 
-def top_score_picks(frame: pd.DataFrame, scorer: str, fraction: float, n: int, seed: int
+def top_score_picks(con, index_paths: Sequence[str], scorer: str, fraction: float, n: int, seed: int
                     ) -> tuple[pd.DataFrame, dict]:
-    """Fig. 1: a seeded sample of ``n`` pairs from those with the top ``fraction`` of S, and how
-    many of the top pairs carry text against the whole data."""
-    ok = frame[frame["status"] == "ok"].copy()
-    ok["_s"] = pd.to_numeric(ok[f"{scorer}.s_raw"], errors="coerce")
-    ok = ok.dropna(subset=["_s"])
-    k = max(1, int(round(fraction * len(ok))))
-    top = ok.nlargest(k, "_s")
-    shown = top.sample(n=min(n, len(top)), random_state=seed).sort_values("_s", ascending=False)
-    stats = {"n_top": int(len(top)), "top_share_text": float(top["has_text"].astype(bool).mean()),
-             "top_share_co": float(top["is_parrot"].astype(bool).mean()),
-             "all_share_text": float(ok["has_text"].astype(bool).mean()),
-             "all_share_co": float(ok["is_parrot"].astype(bool).mean()), "threshold": float(top["_s"].min())}
-    return shown.drop(columns="_s"), stats
+    """Fig. 1: a seeded sample of ``n`` pairs from the ``round(fraction x N)`` processed pairs
+    with the highest S (ties by key), and how many of those top pairs carry text against all
+    ``N`` scored pairs.
+
+    The cut is the engine's sort (it spills; memory stays at its limit however large the top
+    set is) and the sample is the lowest keyed hashes among the top pairs, as a subset is
+    drawn (:func:`parrotscope.curate.sample_keys`), so only the ``n`` shown rows come back.
+    """
+    _require(con, index_paths, [*gallery_columns(scorer), "status", "has_text", "is_parrot"], "parrot index")
+    key = sql_name(KEY)
+    s = numeric(f"{scorer}.s_raw")
+    scored = f"{parquet_source(index_paths)} WHERE status = 'ok' AND {s} IS NOT NULL"
+    (n_scored,) = one_row(con, f"SELECT count(*) FROM {scored}")
+    k = max(1, int(round(fraction * n_scored)))
+    cut = con.execute(f"SELECT {s}, {key} FROM {scored} ORDER BY {s} DESC, {key} LIMIT 1 OFFSET {k - 1}").fetchall()
+    if not cut:  # no scored pair at all
+        stats = dict.fromkeys(["top_share_text", "top_share_co", "all_share_text", "all_share_co", "threshold"],
+                              float("nan"))
+        return pd.DataFrame(columns=gallery_columns(scorer)), {"n_top": 0, **stats}
+    threshold, last = cut[0]
+    t = f"CAST({sql_string(repr(float(threshold)))} AS DOUBLE)"  # repr round-trips a double exactly
+    top = f"({s} > {t} OR ({s} = {t} AND {key} <= {sql_string(last)}))"
+    text, parrot = "coalesce(has_text, false)::INT", "coalesce(is_parrot, false)::INT"
+    n_top, *shares = one_row(con, f"""
+        SELECT count(*) FILTER (WHERE {top}), avg({text}) FILTER (WHERE {top}), avg({parrot}) FILTER (WHERE {top}),
+               avg({text}), avg({parrot}) FROM {scored}""")
+    rank = _keyed_rank(con, seed)
+    wanted = ", ".join(sql_name(c) for c in gallery_columns(scorer))
+    shown = query_df(con, f"SELECT {wanted}, {s} AS _s FROM {scored} AND {top} "
+                          f"ORDER BY {rank}({key}), {key} LIMIT {int(n)}")
+    shown = shown.sort_values(["_s", KEY], ascending=[False, True]).drop(columns="_s").reset_index(drop=True)
+    stats = {"n_top": int(n_top), **dict(zip(["top_share_text", "top_share_co", "all_share_text", "all_share_co"],
+                                              map(float, shares))), "threshold": float(threshold)}
+    return shown, stats
 
 
 def gallery_font(px: int, bold: bool = False):
@@ -320,7 +464,7 @@ def render_tile(image: np.ndarray, polygons: Sequence[np.ndarray], co_polygon: S
     return tile
 
 
-def gallery_inputs(picks: pd.DataFrame, spot_paths: Mapping[str, str], max_pixels: int
+def gallery_inputs(con, picks: pd.DataFrame, spot_paths: Mapping[str, str], max_pixels: int
                    ) -> tuple[dict[str, np.ndarray], dict[str, pd.Series]]:
     """Images (from the picked samples' own shards only) and spot rows of the picked keys."""
     from .shards import iter_images
@@ -328,9 +472,8 @@ def gallery_inputs(picks: pd.DataFrame, spot_paths: Mapping[str, str], max_pixel
     keys = set(picks[KEY])
     images = dict(iter_images(sorted(set(picks["shard"])), keys, max_pixels)) if keys else {}
     spots: dict[str, pd.Series] = {}
-    for part in sorted(set(picks["part"])):
-        spot = read_parquet(spot_paths[part], columns=[KEY, "words", "polygons"])
-        for _, row in spot[spot[KEY].isin(keys)].iterrows():
+    for part, part_keys in picks.groupby("part")[KEY]:
+        for _, row in rows_of(con, [spot_paths[part]], sorted(set(part_keys)), [KEY, "words", "polygons"]).iterrows():
             spots[row[KEY]] = row
     missing = keys - set(images)
     if missing:
@@ -340,7 +483,7 @@ def gallery_inputs(picks: pd.DataFrame, spot_paths: Mapping[str, str], max_pixel
 
 def word_polygons_of(key: str, words, polygons) -> tuple[list[str], list[np.ndarray]]:
     """Spotted words and their polygons as ``(k, 2)`` arrays, from a spot row's columns."""
-    if words is None or polygons is None:
+    if _undefined(words) or _undefined(polygons):
         return [], []
     words = [str(w) for w in words]
     polys = [np.asarray(p, np.float64).reshape(-1, 2) for p in polygons]
@@ -384,17 +527,18 @@ def _tiles(picks: pd.DataFrame, images: dict, spots: dict, norm: Normalisation) 
     return tiles
 
 
-def run_galleries(index_path: str, assign_paths: list[str], spot_paths: Mapping[str, str], scorer: str,
-                  normalisation: dict, share: float, n_clusters_shown: int, top_fraction: float, n_top: int,
-                  seed: int, max_pixels: int, out_fig3b: str, out_fig1: str) -> None:
+def run_galleries(index_paths: Sequence[str], assign_paths: Sequence[str], spot_paths: Mapping[str, str],
+                  scorer: str, normalisation: dict, share: float, n_clusters_shown: int, top_fraction: float,
+                  n_top: int, seed: int, max_pixels: int, out_fig3b: str, out_fig1: str,
+                  engine: Engine = Engine()) -> None:
     """Fig. 3b (text-heavy clusters) and Fig. 1 (top-S pairs)."""
     norm = Normalisation.from_config(normalisation)
-    frame = study_frame(read_index_parts(index_path), pd.concat([read_parquet(p) for p in assign_paths],
-                                                           ignore_index=True))
-    profile = cluster_profile(frame, scorer)
-    heavy, n_heavy = text_heavy_picks(frame, profile, scorer, share, n_clusters_shown)
-    top, stats = top_score_picks(frame, scorer, top_fraction, n_top, seed)
-    images, spots = gallery_inputs(pd.concat([heavy, top]), spot_paths, max_pixels)
+    con = connect(engine)
+    study = cluster_study(con, index_paths, assign_paths, scorer)
+    profile = cluster_profile(study)
+    heavy, n_heavy = text_heavy_picks(con, index_paths, study, profile, scorer, share, n_clusters_shown)
+    top, stats = top_score_picks(con, index_paths, scorer, top_fraction, n_top, seed)
+    images, spots = gallery_inputs(con, pd.concat([heavy, top]), spot_paths, max_pixels)
 
     shares = profile["share_text"]
     titles = [f"cluster {int(r.cluster)}: {shares[int(r.cluster)]:.0%} w/ text\nS = {r[f'{scorer}.s_raw']:.3f}"
@@ -447,72 +591,91 @@ def word_measures(words: Sequence[str], polys: Sequence[np.ndarray], co_words: s
     return rel_h, co, area
 
 
-def text_measures(frame: pd.DataFrame, spot_paths: Mapping[str, str], sample_paths: Mapping[str, str] | None,
-                  norm: Normalisation, max_images: int | None, seed: int) -> dict[str, pd.DataFrame]:
+def text_measures(con, index_paths: Sequence[str], spot_paths: Mapping[str, str],
+                  sample_paths: Mapping[str, str] | None, scorer: str, norm: Normalisation, max_images: int,
+                  seed: int) -> dict[str, pd.DataFrame]:
     """Per-word and per-image text measures for Figs. 4b-c, spotted (``spotted``) and, where
-    the samples carry ground truth, true (``truth``); over a seeded sample of ``max_images``
-    processed images with text."""
-    ok = frame[frame["status"] == "ok"]
-    if max_images is not None and len(ok) > max_images:
-        ok = ok.sample(n=max_images, random_state=seed)
-    truth_cols = ["gt_co_words"] if sample_paths is not None else []
-    out: dict[str, dict[str, list]] = {k: {"words": [], "images": []} for k in ("spotted", "truth")}
+    the samples carry ground truth (``sample_paths``), true (``truth``), over a seeded sample of
+    at most ``max_images`` processed images: the lowest keyed hashes, as a subset is drawn, so
+    the sample depends on the keys and the seed only, and is every image when there are fewer.
 
-    def add(kind: str, key: str, words, polys, co_words, width: int, height: int) -> None:
-        if len(words):
-            rel_h, co, area = word_measures(words, polys, _as_set(co_words), width, height, norm)
-            out[kind]["words"].append(pd.DataFrame({"height": rel_h, "co": co}))
-            out[kind]["images"].append((key, area, bool(co.any())))
+    The engine keeps the sample (keys and the few index columns measured) in a temporary table
+    and joins it with one part's spot table (and samples' metadata) at a time, so Python holds
+    only the sampled rows of one part and the measures.
+    """
+    key = sql_name(KEY)
+    index_columns = [KEY, "part", "co_words", "width", "height", *(["gt_co_words"] if sample_paths else [])]
+    _require(con, index_paths, [*index_columns, "status", f"{scorer}.s_raw"], "parrot index")
+    rank = _keyed_rank(con, seed)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE text_sample AS
+        SELECT {", ".join(sql_name(c) for c in index_columns)}, {numeric(f"{scorer}.s_raw")} AS s_raw
+        FROM {parquet_source(index_paths)} WHERE status = 'ok'
+        ORDER BY {rank}({key}), {key} LIMIT {int(max_images)}""")
+    parts = [part for (part,) in con.execute("SELECT DISTINCT part FROM text_sample ORDER BY part").fetchall()]
+    words: dict[str, list] = {"spotted": [], "truth": []}
+    images: dict[str, list] = {"spotted": [], "truth": []}
 
-    for part, rows in tqdm(ok.groupby("part"), desc="text measures", unit="part", file=sys.stderr):
-        rows = rows[[KEY, "co_words", "width", "height", *truth_cols]]
-        spot = read_parquet(spot_paths[part], columns=[KEY, "words", "polygons"]).merge(rows, on=KEY)
-        for row in spot.itertuples(index=False):
-            add("spotted", row[0], *word_polygons_of(row[0], row.words, row.polygons), row.co_words,
-                row.width, row.height)
+    def add(kind: str, key: str, found, co_words, width: int, height: int, s: float) -> None:
+        if len(found[0]):
+            rel_h, co, area = word_measures(*found, _as_set(co_words), width, height, norm)
+            words[kind].append((rel_h, co))
+            images[kind].append((key, area, bool(co.any()), s))
+
+    def sampled(table: str, columns: str, part: str) -> pd.DataFrame:
+        return query_df(con, f"SELECT t.{key}, {columns}, t.width, t.height, t.s_raw FROM text_sample t "
+                             f"JOIN {parquet_source([table])} x USING ({key}) WHERE t.part = ? ORDER BY t.{key}",
+                        [part])
+
+    for part in tqdm(parts, desc="text measures", unit="part", file=sys.stderr):
+        for row in sampled(spot_paths[part], "x.words, x.polygons, t.co_words", part).itertuples(index=False):
+            add("spotted", row[0], word_polygons_of(row[0], row.words, row.polygons), row.co_words, row.width,
+                row.height, row.s_raw)
         if sample_paths is None:
             continue
-        samples = read_parquet(sample_paths[part], columns=[KEY, "meta"]).merge(rows, on=KEY)
-        for row in samples.itertuples(index=False):
-            truth = truth_regions(row.meta)
+        for row in sampled(sample_paths[part], "x.meta, t.gt_co_words", part).itertuples(index=False):
+            truth = truth_regions(None if _undefined(row.meta) else row.meta)
             if truth:
-                add("truth", row[0], *truth, row.gt_co_words, row.width, row.height)
+                add("truth", row[0], truth, row.gt_co_words, row.width, row.height, row.s_raw)
+    con.execute("DROP TABLE text_sample")
     result = {}
-    for kind, parts in out.items():
-        if parts["images"]:
-            result[f"{kind}_words"] = pd.concat(parts["words"], ignore_index=True)
-            result[f"{kind}_images"] = pd.DataFrame(parts["images"], columns=[KEY, "co_area", "is_parrot"])
+    for kind in words:
+        if images[kind]:
+            heights, co = zip(*words[kind])
+            result[f"{kind}_words"] = pd.DataFrame({"height": np.concatenate(heights), "co": np.concatenate(co)})
+            result[f"{kind}_images"] = pd.DataFrame(images[kind], columns=[KEY, "co_area", "is_parrot", "s_raw"])
     return result
 
 
-def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """(column prefix, panel name): spotted, and ground truth when the data has it."""
-    return [("", "spotted text")] + ([("gt_", "ground truth: rendered words")] if has_truth(frame) else [])
+PANELS = {"": "spotted text", "gt_": "ground truth: rendered words"}
 
 
-def word_count_grid(frame: pd.DataFrame, prefix: str = "", cap: int = 20) -> pd.DataFrame:
+def word_count_grid(con, index_paths: Sequence[str], prefix: str = "", cap: int = 20) -> pd.DataFrame:
     """Fig. 4a's counts: images with text by (co-embedded words, caption words), both capped at
-    ``cap`` (the last row/column holds ``cap`` or more)."""
-    ok = frame[(frame["status"] == "ok") & frame[f"{prefix}has_text"].fillna(False).astype(bool)]
-    n_cap = ok["n_caption_words"].clip(upper=cap).astype(int)
-    n_co = ok[f"{prefix}co_words"].map(lambda v: len(_as_set(v))).clip(upper=cap).astype(int)
-    top_cap = int(max(n_cap.max() if len(ok) else 1, 1))
-    top_co = int(max(n_co.max() if len(ok) else 1, 1))
-    grid = pd.crosstab(n_co, n_cap).reindex(index=range(top_co + 1), columns=range(top_cap + 1), fill_value=0)
+    ``cap`` (the last row/column holds ``cap`` or more); one GROUP BY of the engine."""
+    co, has_text = sql_name(f"{prefix}co_words"), sql_name(f"{prefix}has_text")
+    rows = con.execute(f"""
+        SELECT least(coalesce(len(list_distinct({co})), 0), {int(cap)}) AS n_co,
+               least(n_caption_words, {int(cap)}) AS n_cap, count(*)
+        FROM {parquet_source(index_paths)} WHERE status = 'ok' AND coalesce({has_text}, false)
+        GROUP BY ALL""").fetchall()
+    top_co = max([1, *(int(r[0]) for r in rows)])
+    top_cap = max([1, *(int(r[1]) for r in rows)])
+    grid = pd.DataFrame(0, index=pd.Index(range(top_co + 1)), columns=pd.Index(range(top_cap + 1)), dtype="int64")
+    for n_co, n_cap, count in rows:
+        grid.loc[int(n_co), int(n_cap)] = count
     grid.index.name, grid.columns.name = "co-embedded words", "caption words"
     return grid
 
 
-def plot_word_count_heatmap(frame: pd.DataFrame, cap: int = 20):
-    """Fig. 4a: images with text by caption word count (x) and co-embedded word count (y); the
-    diagonal are full parrot captions."""
+def plot_word_count_heatmap(grids: Mapping[str, pd.DataFrame], cap: int = 20):
+    """Fig. 4a: images with text by caption word count (x) and co-embedded word count (y), one
+    panel per grid (keyed by column prefix: spotted, ground truth); the diagonal are full parrot
+    captions."""
     from matplotlib.colors import LogNorm
 
     plt = _pyplot()
-    panels = _panels(frame)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 3.8), squeeze=False)
-    for ax, (prefix, name) in zip(axes[0], panels):
-        grid = word_count_grid(frame, prefix, cap)
+    fig, axes = plt.subplots(1, len(grids), figsize=(5.8 * len(grids), 3.8), squeeze=False)
+    for ax, (prefix, grid) in zip(axes[0], grids.items()):
         values = grid.to_numpy(float)
         image = ax.imshow(np.where(values > 0, values, np.nan), origin="lower", cmap="viridis",
                           norm=LogNorm(vmin=1, vmax=max(1.0, values.max())), aspect="auto")
@@ -522,7 +685,7 @@ def plot_word_count_heatmap(frame: pd.DataFrame, cap: int = 20):
             ticks = np.arange(n)[::max(1, n // 12)]
             axis.set_ticks(ticks, [f"{t}+" if t == cap else str(t) for t in ticks])
         ax.set(xlabel="number of caption words", ylabel="number of co-embedded words",
-               title=f"Fig. 4a: {name} ({int(values.sum())} images with text)\n"
+               title=f"Fig. 4a: {PANELS[prefix]} ({int(values.sum())} images with text)\n"
                      f"dashed: full parrot captions (every caption word co-embedded)")
         fig.colorbar(image, ax=ax, label="images")
     return fig
@@ -547,7 +710,7 @@ def binned_mean(x: np.ndarray, y: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_area_vs_score(measures: Mapping[str, pd.DataFrame], scores: pd.Series, scorer: str, n_bins: int = 10):
+def plot_area_vs_score(measures: Mapping[str, pd.DataFrame], scorer: str, n_bins: int = 10):
     """Fig. 4b: total co-embedded text area (share of the image) against S(raw), images with
     co-embedded text; points and the binned mean."""
     plt = _pyplot()
@@ -556,15 +719,14 @@ def plot_area_vs_score(measures: Mapping[str, pd.DataFrame], scores: pd.Series, 
     for ax, kind in zip(axes[0], kinds):
         images = measures[f"{kind}_images"]
         images = images[images["is_parrot"]]
-        s = scores.reindex(images[KEY]).to_numpy(float)
+        s = images["s_raw"].to_numpy(float)
         area = images["co_area"].to_numpy(float)
         ax.scatter(area, s, s=6, alpha=0.3, color="tab:gray", label=f"images (n={len(images)})")
         b = binned_mean(area, s, n_bins)
         ax.errorbar(b["x"], b["mean"], yerr=b["se"], color="tab:red", marker="o", ms=4, capsize=2,
                     label="mean per area decile (± s.e.)")
-        name = "spotted text" if kind == "spotted" else "ground truth: rendered words"
         ax.set(xlabel="co-embedded text area (share of the image)", ylabel=f"CLIP score S(raw) ({scorer})",
-               title=f"Fig. 4b: {name}")
+               title=f"Fig. 4b: {PANELS['' if kind == 'spotted' else 'gt_']}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig
@@ -591,15 +753,16 @@ def plot_size_vs_parrot(measures: Mapping[str, pd.DataFrame], n_bins: int = 10):
     return fig
 
 
-def run_text_figures(index_path: str, spot_paths: Mapping[str, str], sample_paths: Mapping[str, str],
-                     scorer: str, normalisation: dict, max_images: int | None, seed: int, out_fig4a: str,
-                     out_fig4b: str, out_fig4c: str) -> None:
+def run_text_figures(index_paths: Sequence[str], spot_paths: Mapping[str, str], sample_paths: Mapping[str, str],
+                     scorer: str, normalisation: dict, max_images: int, seed: int, out_fig4a: str,
+                     out_fig4b: str, out_fig4c: str, engine: Engine = Engine()) -> None:
     """Figs. 4a-c from the index, the spot tables and (for ground truth) the samples' metadata."""
     norm = Normalisation.from_config(normalisation)
-    index = read_index_parts(index_path)
-    truth = has_truth(index)
-    measures = text_measures(index, spot_paths, sample_paths if truth else None, norm, max_images, seed)
-    scores = pd.to_numeric(index.set_index(KEY)[f"{scorer}.s_raw"], errors="coerce")
-    save_figure(plot_word_count_heatmap(index), out_fig4a)
-    save_figure(plot_area_vs_score(measures, scores, scorer), out_fig4b)
+    con = connect(engine)
+    truth = has_truth(con, index_paths)
+    grids = {prefix: word_count_grid(con, index_paths, prefix) for prefix in ([""] + (["gt_"] if truth else []))}
+    save_figure(plot_word_count_heatmap(grids), out_fig4a)
+    measures = text_measures(con, index_paths, spot_paths, sample_paths if truth else None, scorer, norm, max_images,
+                             seed)
+    save_figure(plot_area_vs_score(measures, scorer), out_fig4b)
     save_figure(plot_size_vs_parrot(measures), out_fig4c)
