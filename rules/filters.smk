@@ -103,7 +103,8 @@ rule filter_rescore:
 
 
 rule filter_fix:
-    # The paper's fix: no spotted text, CLIP score and aesthetic thresholds, dedup per cluster.
+    # The paper's fix: no spotted text, CLIP score and aesthetic thresholds, dedup per cluster
+    # (queries over the per-part tables; the survivors are deduplicated one cluster at a time).
     input:
         index=per_part("results/{dataset}/index/{part}.parquet"),
         assign=per_part(f"results/{{dataset}}/cluster/{cluster_scorer(config)}/assign/{{part}}.parquet"),
@@ -120,8 +121,10 @@ rule filter_fix:
         "logs/filters/{dataset}/fix.log",
     benchmark:
         "benchmarks/filters/{dataset}/fix.tsv"
+    # Dataset-wide: DuckDB over the parts within the job's memory; the dedup holds one cluster.
+    threads: config["db"]["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=config["db"]["mem_mb"],
     conda:
         "../envs/torch.yaml"
     script:
@@ -149,8 +152,9 @@ rule filter_baseline:
         "logs/filters/{dataset}/{subset}.log",
     benchmark:
         "benchmarks/filters/{dataset}/{subset}.tsv"
+    threads: config["db"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=config["db"]["mem_mb"],
     conda:
         "../envs/torch.yaml"
     script:

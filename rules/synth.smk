@@ -29,6 +29,10 @@ rule synth_vocab:
         "logs/synth/{dataset}/vocab_{source}_{n}gram.log",
     benchmark:
         "benchmarks/synth/{dataset}/vocab_{source}_{n}gram.tsv"
+    # Dataset-wide: grams counted a batch of rows at a time, summed and ranked by DuckDB.
+    threads: config["db"]["threads"]
+    resources:
+        mem_mb=config["db"]["mem_mb"],
     conda:
         "../envs/torch.yaml"
     script:

@@ -3,6 +3,7 @@ deduplication within clusters, each filter on a tiny pool with known answers, an
 
 import io
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -12,12 +13,13 @@ from PIL import Image
 
 from conftest import write_tar
 from parrotscope.aesthetic import EMBED_DIM, AestheticHead, aesthetic_scores, load_aesthetic_head, run_aesthetic
-from parrotscope.curate import SubsetTooSmall
+from parrotscope.curate import SubsetTooSmall, sample_keys, subset_stats
+from parrotscope.db import Engine
 from parrotscope.embed import write_embeddings
 from parrotscope.filters import (
-    FilterError, FixSettings, at_least_median, build_filters_table, build_table10, check_filters,
-    choose_sized, dedup_within_clusters, flip_horizontal, greedy_keep_first, mean_fill, rescore_part,
-    run_baseline, run_fix, select_baseline, select_fix, top_fraction, variant_images)
+    SHARE_COLUMNS, VARIANT_OF, FilterError, FixSettings, build_filters_table, build_table10, check_filters,
+    dedup_within_clusters, flip_horizontal, greedy_keep_first, mean_fill, rescore_part, run_baseline, run_fix,
+    variant_images)
 from parrotscope.io import KEY, read_json, write_parquet
 from parrotscope.score import Scorer, clip_scores
 from parrotscope.train import build_model
@@ -237,7 +239,211 @@ def test_dedup_within_clusters_keeps_the_best_scored_and_never_crosses_clusters(
     assert dedup_within_clusters(keys[:0], clusters[:0], emb[:0], priority[:0], 0.9).size == 0
 
 
-# --- the fix and the baselines on a tiny pool ----------------------------------------------------
+# --- the fix and the baselines: the reference (in-memory) semantics ---------------------------
+#
+# The production filters are queries over the per-part tables (parrotscope.filters). These pandas
+# functions are the definition they must reproduce (the module docstring in code form, as the
+# filters were computed before they became dataset-wide queries); the tests below run both on the
+# same per-part files and require the same keys and stats.
+
+
+def ref_pool(paths, scorer, aesthetic=False, variant=None):
+    """The index parts concatenated in part order, with the filter tables merged by key."""
+    pool = pd.concat([pd.read_parquet(p) for p in paths["index"]], ignore_index=True)
+    joins = [("assign", "cluster")] + ([("aesthetic", "aesthetic")] if aesthetic else [])
+    joins += [(variant, f"s_{variant}")] if variant else []
+    for name, column in joins:
+        table = pd.concat([pd.read_parquet(p, columns=[KEY, column]) for p in paths[name]], ignore_index=True)
+        pool = pool.merge(table, on=KEY, how="left", validate="one_to_one")
+    return pool
+
+
+def ref_summary(chosen, scorer):
+    shares = {}
+    for name, col in SHARE_COLUMNS.items():
+        values = chosen[col].dropna() if col in chosen.columns else pd.Series(dtype=float)
+        shares[name] = float(values.astype(float).mean()) if len(values) else None
+    return {**subset_stats(chosen, scorer), "shares": shares}
+
+
+def ref_keys(chosen):
+    return chosen[[KEY, "part", "shard"]].sort_values(KEY, kind="stable").reset_index(drop=True)
+
+
+def ref_fix(pool, scorer, settings, embeddings):
+    s_raw = f"{scorer}.s_raw"
+    ok = pool[pool["status"] == "ok"]
+    removed = {}
+    left = ok[~ok["has_text"].fillna(False).astype(bool)]
+    removed["spotted text"] = len(ok) - len(left)
+    passed = left[pd.to_numeric(left[s_raw], errors="coerce") > settings.clip_threshold]
+    removed[f"CLIP score <= {settings.clip_threshold}"] = len(left) - len(passed)
+    left = passed
+    if settings.aesthetic_threshold is not None:
+        passed = left[pd.to_numeric(left["aesthetic"], errors="coerce") > settings.aesthetic_threshold]
+        removed[f"aesthetic <= {settings.aesthetic_threshold}"] = len(left) - len(passed)
+        left = passed
+    matrix = np.stack([embeddings[k] for k in left[KEY]]) if len(left) else np.empty((0, 1), dtype=np.float32)
+    keep = dedup_within_clusters(left[KEY].to_numpy(), left["cluster"].to_numpy(dtype=np.int64), matrix,
+                                 pd.to_numeric(left[s_raw]).to_numpy(), settings.dedup_threshold)
+    removed[f"near-duplicate in its cluster (cosine >= {settings.dedup_threshold})"] = int((~keep).sum())
+    chosen = left[keep]
+    stats = {
+        "subset": "filter_fix", "method": "fix", "scorer": scorer,
+        "settings": {"clip_threshold": settings.clip_threshold, "aesthetic_threshold": settings.aesthetic_threshold,
+                     "dedup_threshold": settings.dedup_threshold,
+                     "dedup_order": "within each cluster: S(raw) descending, ties by key; keep-first"},
+        "n_index": len(pool), "n_ok": len(ok), "n_skipped": len(pool) - len(ok),
+        "removed": removed, "n_clusters_left": int(left["cluster"].nunique()),
+        "n_eligible": len(chosen), "n_selected": len(chosen), "size": len(chosen), **ref_summary(chosen, scorer),
+    }
+    return ref_keys(chosen), stats
+
+
+def rank_order(scores, keys):
+    """Positions of the finite scores, best first, ties by key (NaN scores left out)."""
+    finite = np.flatnonzero(np.isfinite(scores))
+    return finite[np.lexsort((np.asarray(keys, dtype=object)[finite], -scores[finite]))]
+
+
+def top_fraction(scores, keys, fraction):
+    order = rank_order(scores, keys)
+    mask = np.zeros(len(scores), dtype=bool)
+    mask[order[:math.ceil(fraction * len(order))]] = True
+    return mask
+
+
+def at_least_median(scores):
+    finite = np.isfinite(scores)
+    return finite & (scores >= np.median(scores[finite])) if finite.any() else finite
+
+
+def ref_baseline(method, pool, scorer, size, seed, fractions):
+    ok = pool[pool["status"] == "ok"].reset_index(drop=True)
+    scores = pd.to_numeric(ok[f"{scorer}.s_raw"], errors="coerce").to_numpy(dtype=np.float64)
+    if method == "tmars":
+        has_text = ok["has_text"].fillna(False).astype(bool).to_numpy()
+        scores = np.where(has_text, pd.to_numeric(ok["s_tmars"], errors="coerce").to_numpy(dtype=np.float64), scores)
+    elif method == "flip_clip":
+        scores = pd.to_numeric(ok["s_flip"], errors="coerce").to_numpy(dtype=np.float64)
+    keys = ok[KEY].to_numpy(dtype=object)
+    if method in ("clip_score", "flip_clip"):
+        eligible, described = top_fraction(scores, keys, fractions[method]), f"top {fractions[method]:.0%} by score"
+    elif method == "tmars":
+        eligible, described = at_least_median(scores), "masked score >= median"
+    else:
+        eligible, described = np.ones(len(scores), dtype=bool), "every status-ok sample"
+    n_eligible = int(eligible.sum())
+    if n_eligible >= size:
+        idx = np.flatnonzero(eligible)
+        taken = idx[sample_keys(pd.Series(keys[idx]), size, seed)]
+        how = {"chosen_by": "uniform among the eligible", "shortfall": 0}
+    else:
+        order = rank_order(scores, keys)
+        if len(order) < size:
+            raise SubsetTooSmall("too few scores")
+        taken = order[:size]
+        how = {"chosen_by": f"top {size} by score (the criterion keeps {n_eligible} < {size})",
+               "shortfall": size - n_eligible, "score_at_cut": float(scores[taken[-1]])}
+    chosen = ok.iloc[np.sort(taken)]
+    finite = np.isfinite(scores)
+    stats = {
+        "subset": f"filter_{method}", "method": method, "scorer": scorer, "criterion": described,
+        "fraction": fractions.get(method), "seed": seed,
+        "median_score": float(np.median(scores[finite])) if finite.any() else None,
+        "n_index": len(pool), "n_ok": len(ok), "n_skipped": len(pool) - len(ok),
+        "n_scored": int(finite.sum()), "n_eligible": n_eligible, "size": size, "n_selected": len(chosen), **how,
+        "mean_filter_score": float(np.nanmean(scores[taken])) if len(taken) else None,
+        **ref_summary(chosen, scorer),
+    }
+    return ref_keys(chosen), stats
+
+
+# Means of float columns: pandas sums in row order, a float32 column in float32 (so its result
+# carries float32 rounding of every partial sum: about 1e-7 of the values' size, more than one unit
+# of the mean's last place when values cancel); the queries take a compensated (order-free) sum
+# and divide as pandas does. These means may therefore differ from the reference by that much;
+# every other value must be equal.
+FLOAT32_MEANS = ("mean_s_raw", "mean_rsa", "mean_rsc")
+FLOAT64_MEANS = ("mean_cotr", "mean_cotr_fuzzy", "mean_filter_score")
+
+
+def assert_same_stats(got, expected):
+    """Equal stats, key order included; the summed means within their summation's rounding."""
+    assert list(got) == list(expected)
+    for name, want in expected.items():
+        if name in FLOAT32_MEANS + FLOAT64_MEANS and want is not None and got[name] is not None:
+            tolerance = {"abs": 1e-6} if name in FLOAT32_MEANS else {"rel": 1e-13, "abs": 1e-15}
+            assert got[name] == pytest.approx(want, **tolerance), name
+        else:
+            assert got[name] == want, name
+
+
+# --- per-part files of a pool, and the production filters on them ------------------------------
+
+FILTER_TABLES = {"assign": "cluster", "aesthetic": "aesthetic", "tmars": "s_tmars", "flip": "s_flip"}
+
+
+def write_dataset(directory, pool, embeddings):
+    """A pool written as the stages write it: index parts (in the pool's row order) and per-part
+    filter tables (cluster assignment and aesthetic scores of the ok samples with one, re-scores
+    of every sample, embeddings of the keys given)."""
+    paths = {name: [] for name in ["index", "embed", *FILTER_TABLES]}
+    for part, frame in pool.groupby("part", sort=True):
+        frame = frame.reset_index(drop=True)
+        path = directory / "index" / f"{part}.parquet"
+        write_parquet(frame.drop(columns=list(FILTER_TABLES.values())), path)
+        paths["index"].append(str(path))
+        for name, column in FILTER_TABLES.items():
+            rows = frame[[KEY, column]]
+            if name in ("assign", "aesthetic"):
+                rows = rows[(frame["status"] == "ok") & frame[column].notna()]
+            if name == "assign":
+                rows = rows.astype({"cluster": "int32"})
+            path = directory / name / f"{part}.parquet"
+            write_parquet(rows.reset_index(drop=True), path)
+            paths[name].append(str(path))
+        keys = [k for k in frame[KEY] if k in embeddings]
+        m = np.stack([embeddings[k] for k in keys]).astype(np.float32) if keys else np.empty((0, 3), np.float32)
+        path = directory / "embed" / f"{part}.parquet"
+        write_embeddings(keys, m, m, path)
+        paths["embed"].append(str(path))
+    return paths
+
+
+ENGINE = Engine(mem_mb=500, threads=2)
+
+
+def fix_of(tmp_path, paths, settings, engine=ENGINE):
+    """The fix's keys and stats from the per-part files (parrotscope.filters.run_fix)."""
+    fix = {"clip_threshold": settings.clip_threshold, "dedup_threshold": settings.dedup_threshold,
+           "aesthetic_threshold": settings.aesthetic_threshold}
+    out = tmp_path / "fix"
+    stats = run_fix(paths["index"], str(out / "keys.parquet"), str(out / "stats.json"), "ref", fix, paths["assign"],
+                    paths["embed"], paths["aesthetic"] if settings.aesthetic_threshold is not None else [],
+                    Engine(engine.mem_mb, engine.threads, str(tmp_path)))
+    assert read_json(out / "stats.json") == json.loads(json.dumps(stats))
+    return pd.read_parquet(out / "keys.parquet"), stats
+
+
+def baseline_of(tmp_path, paths, method, size, seed=0, fractions=None, engine=ENGINE):
+    """A baseline's keys and stats from the per-part files (parrotscope.filters.run_baseline)."""
+    (tmp_path / "fix_stats.json").write_text(json.dumps({"n_selected": size}))
+    variant = VARIANT_OF.get(method)
+    out = tmp_path / method
+    stats = run_baseline(method, paths["index"], str(tmp_path / "fix_stats.json"), str(out / "keys.parquet"),
+                         str(out / "stats.json"), "ref", seed, fractions or FRACTIONS,
+                         paths[variant] if variant else [], Engine(engine.mem_mb, engine.threads, str(tmp_path)))
+    assert read_json(out / "stats.json") == json.loads(json.dumps(stats))
+    return pd.read_parquet(out / "keys.parquet"), stats
+
+
+def same_keys(got, expected):
+    assert list(got.columns) == [KEY, "part", "shard"]
+    assert got.astype(object).values.tolist() == expected.astype(object).values.tolist()
+
+
+# --- the fix and the baselines on a tiny pool with known answers ---------------------------------
 
 
 def tiny_pool():
@@ -261,88 +467,116 @@ def tiny_pool():
 EMB = {  # k0 and k2 are near-copies (cluster 0); k3 and k5 are copies too (cluster 1)
     "k0": [1, 0, 0], "k1": [0, 1, 0], "k2": [1, 0.05, 0], "k3": [0, 0, 1], "k4": [0, 1, 1], "k5": [0, 0.02, 1],
 }
+TINY_EMB = {k: unit(v)[0] for k, v in EMB.items()}
 
 
-def embeddings(wanted):
-    return {k: unit(EMB[k])[0] for k in wanted}
+@pytest.fixture
+def tiny(tmp_path):
+    """The tiny pool's per-part files; samples with text (k6-k8) have no embedding: only the
+    samples that reach deduplication need one."""
+    return write_dataset(tmp_path, tiny_pool(), TINY_EMB)
 
 
-def test_fix_removes_text_low_scores_low_aesthetics_and_duplicates():
-    keys, stats = select_fix(tiny_pool(), "ref", FixSettings(0.3, 0.99, 4.5), embeddings)
+def test_fix_removes_text_low_scores_low_aesthetics_and_duplicates(tmp_path, tiny):
+    keys, stats = fix_of(tmp_path, tiny, FixSettings(0.3, 0.99, 4.5))
     # text: k6-k8 out; S <= 0.3: k4; aesthetic <= 4.5: k1; duplicates: k2 (of k0), k3 (of k5, higher S).
     assert keys[KEY].tolist() == ["k0", "k5"]
-    assert list(keys.columns) == [KEY, "part", "shard"]
+    assert list(keys.columns) == [KEY, "part", "shard"] and keys["part"].tolist() == ["p00000", "p00001"]
     assert stats["removed"] == {"spotted text": 3, "CLIP score <= 0.3": 1, "aesthetic <= 4.5": 1,
                                 "near-duplicate in its cluster (cosine >= 0.99)": 2}
     assert (stats["n_index"], stats["n_ok"], stats["n_skipped"], stats["n_selected"]) == (10, 9, 1, 2)
     assert stats["n_ok"] == sum(stats["removed"].values()) + stats["n_selected"]
     assert stats["shares"]["share parrot"] == 0.0 and stats["mean_s_raw"] == pytest.approx(0.38)
+    ref_k, ref_s = ref_fix(ref_pool(tiny, "ref", aesthetic=True), "ref", FixSettings(0.3, 0.99, 4.5), TINY_EMB)
+    same_keys(keys, ref_k)
+    assert_same_stats(stats, ref_s)
 
 
-def test_fix_without_aesthetics_only_reads_survivors_embeddings():
-    asked = []
-
-    def spy(wanted):
-        asked.append(set(wanted))
-        return embeddings(wanted)
-
-    keys, stats = select_fix(tiny_pool().drop(columns="aesthetic"), "ref", FixSettings(0.3, 0.99), spy)
+def test_fix_without_aesthetics(tmp_path, tiny):
+    keys, stats = fix_of(tmp_path, tiny, FixSettings(0.3, 0.99))
     assert keys[KEY].tolist() == ["k0", "k1", "k5"]
     assert list(stats["removed"]) == ["spotted text", "CLIP score <= 0.3",
                                       "near-duplicate in its cluster (cosine >= 0.99)"]
-    assert asked == [{"k0", "k1", "k2", "k3", "k5"}]
+    assert stats["n_clusters_left"] == 2
 
 
-def test_fix_needs_clusters_and_embeddings_for_survivors():
+def test_fix_that_keeps_nothing_writes_an_empty_subset(tmp_path, tiny):
+    keys, stats = fix_of(tmp_path, tiny, FixSettings(0.9, 0.99))
+    assert keys.empty and list(keys.columns) == [KEY, "part", "shard"]
+    assert stats["n_selected"] == 0 and stats["removed"]["CLIP score <= 0.9"] == 6
+    assert stats["mean_s_raw"] is None and stats["shares"]["share w/ text"] is None
+
+
+def test_fix_needs_clusters_and_embeddings_for_survivors(tmp_path):
     pool = tiny_pool()
     pool.loc[0, "cluster"] = np.nan
-    with pytest.raises(FilterError, match="no cluster assignment"):
-        select_fix(pool, "ref", FixSettings(0.3, 0.99), embeddings)
-    with pytest.raises(FilterError, match="no image embedding"):
-        select_fix(tiny_pool(), "ref", FixSettings(0.3, 0.99), lambda wanted: {})
+    paths = write_dataset(tmp_path / "a", pool, TINY_EMB)
+    with pytest.raises(FilterError, match=r"no cluster assignment, e.g. \['k0'\]"):
+        fix_of(tmp_path / "a", paths, FixSettings(0.3, 0.99))
+    paths = write_dataset(tmp_path / "b", tiny_pool(), {k: v for k, v in TINY_EMB.items() if k != "k3"})
+    with pytest.raises(FilterError, match=r"1 samples that reach deduplication have no image embedding, e.g. \['k3'\]"):
+        fix_of(tmp_path / "b", paths, FixSettings(0.3, 0.99))
 
 
-def test_top_fraction_and_median_break_ties_by_key():
-    keys = np.array(["b", "a", "c", "d", "e"], dtype=object)
-    scores = np.array([0.5, 0.5, 0.4, np.nan, 0.1])
-    # ceil(0.25 * 4 finite scores) = 1: of the tie at 0.5, key "a" comes first.
-    assert top_fraction(scores, keys, 0.25).tolist() == [False, True, False, False, False]
-    assert top_fraction(scores, keys, 0.3).tolist() == [True, True, False, False, False]  # ceil(1.2) = 2
-    assert at_least_median(scores).tolist() == [True, True, False, False, False]  # median of 4 finite = 0.45
-
-
-def test_choose_sized_is_uniform_when_enough_else_top_by_score():
-    keys = np.array([f"k{i}" for i in range(6)], dtype=object)
-    scores = np.array([0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
-    eligible = np.array([True, True, True, True, False, False])
-    taken, how = choose_sized(keys, scores, eligible, 2, seed=0)
-    assert len(taken) == 2 and eligible[taken].all() and how["shortfall"] == 0
-    again, _ = choose_sized(keys, scores, eligible, 2, seed=0)
-    assert sorted(taken) == sorted(again)
-    taken, how = choose_sized(keys, scores, eligible, 5, seed=0)
-    assert sorted(taken) == [0, 1, 2, 3, 4] and how["shortfall"] == 1 and how["score_at_cut"] == 0.2
-    with pytest.raises(SubsetTooSmall):
-        choose_sized(keys, np.full(6, np.nan), eligible, 5, seed=0)
+def test_filter_tables_join_by_key_and_refuse_stale_or_repeated_keys(tmp_path, tiny):
+    # The assignment of one part rewritten in reverse row order: joined by key, nothing changes.
+    assign = pd.read_parquet(tiny["assign"][0])
+    write_parquet(assign.iloc[::-1].reset_index(drop=True), tiny["assign"][0])
+    assert fix_of(tmp_path, tiny, FixSettings(0.3, 0.99, 4.5))[0][KEY].tolist() == ["k0", "k5"]
+    write_parquet(pd.concat([assign, pd.DataFrame({KEY: ["zz"], "cluster": [1]}).astype({"cluster": "int32"})]),
+                  tiny["assign"][0])
+    with pytest.raises(FilterError, match=r"cluster assignment: 1 keys are not in the index, e.g. \['zz'\]"):
+        fix_of(tmp_path, tiny, FixSettings(0.3, 0.99))
+    write_parquet(assign.iloc[:1], tiny["assign"][1])  # k0 again, in the other part's table
+    write_parquet(assign, tiny["assign"][0])
+    with pytest.raises(FilterError, match=r"cluster assignment: keys repeat across parts, e.g. \['k0'\]"):
+        fix_of(tmp_path, tiny, FixSettings(0.3, 0.99))
+    with pytest.raises(FilterError, match=r"tmars scores: 5 samples of the index are missing"):
+        baseline_of(tmp_path, {**tiny, "tmars": tiny["tmars"][:1]}, "tmars", 2)
+    with pytest.raises(FilterError, match="filters.scorer"):
+        run_baseline("random", tiny["index"], str(tmp_path / "fix_stats.json"), str(tmp_path / "k.parquet"),
+                     str(tmp_path / "s.json"), "openai", 0, FRACTIONS, [], ENGINE)
 
 
 FRACTIONS = {"clip_score": 0.3, "flip_clip": 0.3}
 
 
-def test_clip_score_baseline_top_30_percent_then_uniform():
-    keys, stats = select_baseline("clip_score", tiny_pool(), "ref", 2, 0, FRACTIONS)
+def test_top_fraction_and_median_break_ties_by_key(tmp_path):
+    # Five ok samples, scores b 0.5, a 0.5, c 0.4, d NaN, e 0.1 (float64 here).
+    pool = pd.DataFrame({KEY: ["b", "a", "c", "d", "e"], "part": "p00000", "shard": "s", "status": "ok",
+                         "has_text": False, "ref.s_raw": [0.5, 0.5, 0.4, np.nan, 0.1], "cluster": 0,
+                         "aesthetic": 5.0, "s_tmars": np.nan, "s_flip": np.nan})
+    paths = write_dataset(tmp_path, pool, {})
+    # ceil(0.25 * 4 finite scores) = 1: of the tie at 0.5, key "a" comes first; size 2 > 1: the two best.
+    keys, stats = baseline_of(tmp_path, paths, "clip_score", 1, fractions={"clip_score": 0.25})
+    assert keys[KEY].tolist() == ["a"] and stats["n_eligible"] == 1
+    keys, stats = baseline_of(tmp_path, paths, "clip_score", 2, fractions={"clip_score": 0.3})  # ceil(1.2) = 2
+    assert keys[KEY].tolist() == ["a", "b"] and stats["n_eligible"] == 2 and stats["shortfall"] == 0
+    keys, stats = baseline_of(tmp_path, paths, "tmars", 2)  # median of 4 finite = (0.4 + 0.5) / 2
+    assert stats["median_score"] == (0.4 + 0.5) / 2 and stats["n_eligible"] == 2 and keys[KEY].tolist() == ["a", "b"]
+    keys, stats = baseline_of(tmp_path, paths, "clip_score", 3, fractions={"clip_score": 0.25})
+    assert keys[KEY].tolist() == ["a", "b", "c"] and stats["shortfall"] == 2 and stats["score_at_cut"] == 0.4
+    with pytest.raises(SubsetTooSmall):
+        baseline_of(tmp_path, paths, "clip_score", 5)
+
+
+def test_clip_score_baseline_top_30_percent_then_uniform(tmp_path, tiny):
+    keys, stats = baseline_of(tmp_path, tiny, "clip_score", 2)
     # ceil(0.3 * 9) = 3 eligible: k6 (0.45), k7 (0.41), k0 (0.40); 2 drawn among them.
     assert set(keys[KEY]) < {"k6", "k7", "k0"} and len(keys) == 2
     assert (stats["n_eligible"], stats["shortfall"], stats["n_selected"]) == (3, 0, 2)
+    again, _ = baseline_of(tmp_path, tiny, "clip_score", 2)
+    assert keys.equals(again)
 
 
-def test_clip_score_baseline_shortfall_takes_the_best():
-    keys, stats = select_baseline("clip_score", tiny_pool(), "ref", 5, 0, FRACTIONS)
+def test_clip_score_baseline_shortfall_takes_the_best(tmp_path, tiny):
+    keys, stats = baseline_of(tmp_path, tiny, "clip_score", 5)
     assert set(keys[KEY]) == {"k6", "k7", "k0", "k8", "k5"} and stats["shortfall"] == 2
     assert stats["score_at_cut"] == pytest.approx(0.36)
 
 
-def test_tmars_masks_text_images_and_keeps_text_free_scores():
-    keys, stats = select_baseline("tmars", tiny_pool(), "ref", 5, 0, FRACTIONS)
+def test_tmars_masks_text_images_and_keeps_text_free_scores(tmp_path, tiny):
+    keys, stats = baseline_of(tmp_path, tiny, "tmars", 5)
     # Masked scores: text-free images keep S(raw), k6 0.10, k7 0.40, k8 0.37; the median of the
     # nine is 0.35, reached by k0 0.40, k1 0.35, k5 0.36, k7 0.40 and k8 0.37: five.
     assert set(keys[KEY]) == {"k0", "k1", "k5", "k7", "k8"}
@@ -350,58 +584,116 @@ def test_tmars_masks_text_images_and_keeps_text_free_scores():
     assert "k6" not in set(keys[KEY])  # its score came from the text: masked, it drops
 
 
-def test_flip_and_random_baselines():
-    keys, stats = select_baseline("flip_clip", tiny_pool(), "ref", 3, 0, FRACTIONS)
+def test_flip_and_random_baselines(tmp_path, tiny):
+    keys, stats = baseline_of(tmp_path, tiny, "flip_clip", 3)
     assert set(keys[KEY]) == {"k0", "k8", "k5"} and stats["n_eligible"] == 3  # top 3 flipped scores
-    keys, stats = select_baseline("random", tiny_pool(), "ref", 4, 0, FRACTIONS)
+    keys, stats = baseline_of(tmp_path, tiny, "random", 4)
     assert len(keys) == 4 and "k9" not in set(keys[KEY]) and stats["n_eligible"] == 9
-    again, _ = select_baseline("random", tiny_pool().sample(frac=1, random_state=1), "ref", 4, 0, FRACTIONS)
+    shuffled = write_dataset(tmp_path / "shuffled", tiny_pool().sample(frac=1, random_state=1), TINY_EMB)
+    again, _ = baseline_of(tmp_path, shuffled, "random", 4)
     assert keys[KEY].tolist() == again[KEY].tolist()  # by key, not by row order
 
 
-def test_tmars_needs_masked_scores_for_text_images():
+def test_tmars_needs_masked_scores_for_text_images(tmp_path):
     pool = tiny_pool()
     pool.loc[6, "s_tmars"] = np.nan
-    with pytest.raises(FilterError, match="no masked score"):
-        select_baseline("tmars", pool, "ref", 3, 0, FRACTIONS)
+    paths = write_dataset(tmp_path, pool, TINY_EMB)
+    with pytest.raises(FilterError, match=r"no masked score, e.g. \['k6'\]"):
+        baseline_of(tmp_path, paths, "tmars", 3)
+    with pytest.raises(FilterError, match="the fix kept no sample"):
+        baseline_of(tmp_path, paths, "random", 0)
 
 
-def write_parts(pool, columns, directory, name):
-    paths = []
-    for part, frame in pool.groupby("part"):
-        path = directory / name / f"{part}.parquet"
-        write_parquet(frame[[KEY, *columns]].reset_index(drop=True), path)
-        paths.append(str(path))
-    return paths
+# --- the queries against the reference on hand-made multi-part pools ---------------------------
+
+
+def messy_pool(seed, n=90, parts=3):
+    """Parts with unsorted keys, failed samples, undefined flags, float32 scores on a coarse grid
+    (ties everywhere, some exactly float32(0.3) at the threshold), NaN and infinite scores,
+    aesthetics at the threshold, and groups of near-duplicate images in a few clusters."""
+    rng = np.random.default_rng(seed)
+    keys = [f"{rng.integers(1e6):06d}-{i}" for i in range(n)]
+    grid = np.array([0.1, 0.25, 0.3, 0.3, 0.35, 0.4, 0.4, 0.55, np.nan], dtype=np.float32)
+    s_raw = rng.choice(grid, n)
+    s_raw[rng.choice(n, 2, replace=False)] = np.inf
+    status = rng.choice(["ok"] * 8 + ["corrupt_image", "spot_failed"], n)
+    has_text = rng.choice(np.array([True, False, False, None], dtype=object), n)
+    parrot = [None if t is None else bool(t and rng.random() < 0.6) for t in has_text]
+    pool = pd.DataFrame({
+        KEY: keys, "part": [f"p{i % parts:05d}" for i in range(n)], "shard": [f"s{i % parts}.tar" for i in range(n)],
+        "status": status, "has_text": has_text, "is_parrot": parrot,
+        "gt_has_text": rng.choice(np.array([True, False], dtype=object), n),
+        "cotr": np.where(rng.random(n) < 0.2, np.nan, rng.choice([0.0, 1 / 3, 0.5, 1.0], n)),
+        "ref.s_raw": s_raw,
+        "ref.rsa": rng.normal(0, 0.05, n).astype(np.float32),
+        "aesthetic": rng.choice(np.array([4.0, 4.5, 4.5, 5.0, 6.25, np.nan], dtype=np.float32), n),
+        "cluster": rng.integers(0, 4, n).astype(float),
+        "s_tmars": np.where(has_text == True, rng.choice(grid[:-1], n), np.nan).astype(np.float32),  # noqa: E712
+        "s_flip": rng.choice(grid, n),
+    })
+    pool.loc[pool["status"] != "ok", ["ref.s_raw", "cluster"]] = np.nan
+    base = rng.normal(size=(3, 8)).astype(np.float32)  # the same three looks in every cluster
+    emb = {k: base[rng.integers(3)] + rng.normal(0, 0.02, 8).astype(np.float32) for k in keys}
+    return pool, emb
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fix_and_baselines_equal_the_reference_on_messy_parts(tmp_path, seed):
+    pool, emb = messy_pool(seed)
+    paths = write_dataset(tmp_path, pool, emb)
+    for settings in (FixSettings(0.3, 0.98, 4.5), FixSettings(0.25, 0.999)):
+        keys, stats = fix_of(tmp_path, paths, settings)
+        ref_k, ref_s = ref_fix(ref_pool(paths, "ref", settings.aesthetic_threshold is not None), "ref", settings, emb)
+        same_keys(keys, ref_k)
+        assert_same_stats(stats, ref_s)
+        assert stats["removed"][f"near-duplicate in its cluster (cosine >= {settings.dedup_threshold})"] > 0
+    shortfalls = set()
+    for method in ("clip_score", "tmars", "flip_clip", "random"):
+        for size in (5, 20, 40):
+            for fractions in (FRACTIONS, {"clip_score": 0.5, "flip_clip": 0.15}):
+                keys, stats = baseline_of(tmp_path, paths, method, size, seed, fractions)
+                ref_k, ref_s = ref_baseline(method, ref_pool(paths, "ref", variant=VARIANT_OF.get(method)), "ref",
+                                            size, seed, fractions)
+                same_keys(keys, ref_k)
+                assert_same_stats(stats, ref_s)
+                shortfalls.add(bool(stats["shortfall"]))
+    assert shortfalls == {True, False}
+
+
+def test_float32_scores_compare_as_pandas_does(tmp_path):
+    """A float32 score of exactly float32(0.3) is not above 0.3 for pandas (NumPy compares in
+    float32) though it is above 0.3 as a float64; the queries keep pandas' answer."""
+    pool = pd.DataFrame({KEY: ["a", "b", "c"], "part": "p00000", "shard": "s", "status": "ok", "has_text": False,
+                         "ref.s_raw": np.array([0.3, 0.31, np.nan], np.float32), "cluster": [0.0, 1.0, 2.0],
+                         "aesthetic": np.array([4.5, 4.6, 5], np.float32), "s_tmars": np.nan, "s_flip": np.nan})
+    assert float(np.float32(0.3)) > 0.3
+    paths = write_dataset(tmp_path, pool, {k: np.ones(3, np.float32) for k in "abc"})
+    keys, stats = fix_of(tmp_path, paths, FixSettings(0.3, 0.99, 4.5))
+    assert keys[KEY].tolist() == ["b"] and stats["removed"]["CLIP score <= 0.3"] == 2
+
+
+def test_queries_run_within_a_small_engine_with_spilling(tmp_path):
+    pool, emb = messy_pool(5, n=400, parts=5)
+    paths = write_dataset(tmp_path, pool, emb)
+    small = Engine(mem_mb=300, threads=1)
+    keys, stats = fix_of(tmp_path, paths, FixSettings(0.3, 0.98), small)
+    ref_k, _ = ref_fix(ref_pool(paths, "ref"), "ref", FixSettings(0.3, 0.98), emb)
+    same_keys(keys, ref_k)
+    keys, _ = baseline_of(tmp_path, paths, "tmars", 50, 3, engine=small)
+    same_keys(keys, ref_baseline("tmars", ref_pool(paths, "ref", variant="tmars"), "ref", 50, 3, FRACTIONS)[0])
+    assert not list(tmp_path.glob("filter-*"))  # the scratch tables are gone
 
 
 def test_run_fix_and_baselines_join_part_tables_by_key(tmp_path):
     pool = tiny_pool()
-    index = pool.drop(columns=["aesthetic", "cluster", "s_tmars", "s_flip"]).sample(frac=1, random_state=0)
-    write_parquet(index, tmp_path / "index.parquet")
-    ok = pool[pool["status"] == "ok"]
-    assign = write_parts(ok.astype({"cluster": "int32"}), ["cluster"], tmp_path, "assign")
-    aesthetic = write_parts(ok, ["aesthetic"], tmp_path, "aesthetic")
-    embed = []
-    for part, frame in pool[pool[KEY].isin(EMB)].groupby("part"):
-        keys = frame[KEY].tolist()
-        m = np.concatenate([unit(EMB[k]) for k in keys])
-        write_embeddings(keys, m, m, tmp_path / "embed" / f"{part}.parquet")
-        embed.append(str(tmp_path / "embed" / f"{part}.parquet"))
-    fix = {"clip_threshold": 0.3, "dedup_threshold": 0.99, "aesthetic_threshold": 4.5}
-    stats = run_fix([str(tmp_path / "index.parquet")], str(tmp_path / "fix" / "keys.parquet"),
-                    str(tmp_path / "fix" / "stats.json"), "ref", fix, assign, embed, aesthetic)
-    assert pd.read_parquet(tmp_path / "fix" / "keys.parquet")[KEY].tolist() == ["k0", "k5"]
-    assert read_json(tmp_path / "fix" / "stats.json") == json.loads(json.dumps(stats))
-    tmars = write_parts(pool, ["s_tmars"], tmp_path, "tmars")
-    base = run_baseline("tmars", [str(tmp_path / "index.parquet")], str(tmp_path / "fix" / "stats.json"),
-                        str(tmp_path / "t" / "keys.parquet"), str(tmp_path / "t" / "stats.json"), "ref", 0,
-                        FRACTIONS, tmars)
-    assert base["size"] == 2 and len(pd.read_parquet(tmp_path / "t" / "keys.parquet")) == 2
-    with pytest.raises(FilterError, match="missing"):
-        run_baseline("tmars", [str(tmp_path / "index.parquet")], str(tmp_path / "fix" / "stats.json"),
-                     str(tmp_path / "t" / "keys.parquet"), str(tmp_path / "t" / "stats.json"), "ref", 0,
-                     FRACTIONS, tmars[:1])
+    index = pool.sample(frac=1, random_state=0)  # parts in another row order than the filter tables
+    paths = write_dataset(tmp_path, index, TINY_EMB)
+    for name in FILTER_TABLES:
+        paths[name] = write_dataset(tmp_path / "sorted", pool, TINY_EMB)[name]
+    keys, stats = fix_of(tmp_path, paths, FixSettings(0.3, 0.99, 4.5))
+    assert keys[KEY].tolist() == ["k0", "k5"]
+    keys, stats = baseline_of(tmp_path, paths, "tmars", 2)
+    assert stats["size"] == 2 and len(keys) == 2
 
 
 # --- tables and configuration --------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import json
 import tarfile
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -11,13 +12,14 @@ import torch.nn.functional as F
 from fontTools.ttLib import TTFont
 from PIL import Image
 
-from parrotscope.io import read_parquet
+from parrotscope.db import Engine, connect
+from parrotscope.io import read_parquet, write_parquet
 from parrotscope.match import Normalisation
 from parrotscope.score import Scorer
 from parrotscope.synth import (
-    STYLES, build_coemb_vocab, build_vocab, coemb_segments, frequency_bins, group_by_frequency,
-    group_by_length, plot_sync_by_frequency_and_length, plot_sync_scores, read_benchmark, render_benchmark,
-    render_gram, run_synth_eval, run_synth_figures, run_synth_vocab, sync_metrics, vocab_from_index)
+    STYLES, coemb_segments, count_parts, frequency_bins, group_by_frequency, group_by_length, normalised_words,
+    plot_sync_by_frequency_and_length, plot_sync_scores, rank_grams, read_benchmark, render_benchmark, render_gram,
+    run_synth_eval, run_synth_figures, run_synth_vocab, sync_metrics, synth_vocab, vocab_table)
 from parrotscope.train import build_model
 
 FONT = "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"
@@ -56,8 +58,61 @@ def tiny_scorer():
 CAPTIONS = ["Sale! Sale now", "big SALE now", "now open", "Café open", "- open -"]
 
 
-def test_caption_unigrams_count_occurrences_normalised_with_alphabetical_ties():
-    vocab = build_vocab(CAPTIONS, 1, 4, NORM)
+def cell_list(value):
+    """A list cell of the index; None or NaN where the sample has no such result."""
+    return [] if value is None or (isinstance(value, float) and np.isnan(value)) else [str(v) for v in value]
+
+
+def ref_vocab(index, source, n, top_k, norm):
+    """The vocabulary's definition in memory (the module docstring; how it was computed before it
+    became a dataset-wide query): grams of the processed samples counted with a Counter, sorted
+    by (count descending, gram), the first top_k kept."""
+    ok = index[index["status"] == "ok"]
+    if source == "caption":
+        docs, once = ([normalised_words(t, norm)] for t in ok["caption"].fillna("").astype(str)), False
+    else:
+        parrots = ok[ok["is_parrot"].fillna(False).astype(bool)]
+        docs = (coemb_segments(cell_list(w), cell_list(c), norm) for w, c in zip(parrots["words"], parrots["co_words"]))
+        once = True
+    counts = Counter()
+    for segments in docs:
+        grams = [" ".join(seg[i:i + n]) for seg in segments for i in range(len(seg) - n + 1)]
+        counts.update(set(grams) if once else grams)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+    frame = pd.DataFrame(ranked, columns=["gram", "count"]).astype({"gram": object, "count": "int64"})
+    frame["length"] = frame["gram"].str.len().astype("int64")
+    return frame[["gram", "count", "length"]]
+
+
+def index_rows(captions=(), words=(), co_words=(), parrot=(), status=None):
+    """Index rows (the text index's vocabulary columns); captions or Co-Emb. words."""
+    n = max(len(captions), len(words))
+    return pd.DataFrame({
+        "__key__": [f"k{i:04d}" for i in range(n)],
+        "status": status or ["ok"] * n,
+        "caption": list(captions) or [None] * n,
+        "words": list(words) or [[] for _ in range(n)],
+        "co_words": list(co_words) or [[] for _ in range(n)],
+        "is_parrot": list(parrot) or [bool(c) for c in (co_words or [[]] * n)],
+    })
+
+
+def write_index(folder, index, parts=2):
+    """The rows as index parts in order, as the index stage writes them."""
+    paths = []
+    for i, chunk in enumerate(np.array_split(np.arange(len(index)), parts)):
+        path = folder / f"p{i:05d}.parquet"
+        write_parquet(index.iloc[chunk].reset_index(drop=True), path)
+        paths.append(str(path))
+    return paths
+
+
+def vocab_of(tmp_path, index, source, n, top_k, norm=NORM):
+    return synth_vocab(write_index(tmp_path, index), source, n, top_k, norm, Engine(tmpdir=str(tmp_path)))
+
+
+def test_caption_unigrams_count_occurrences_normalised_with_alphabetical_ties(tmp_path):
+    vocab = vocab_of(tmp_path, index_rows(CAPTIONS), "caption", 1, 4)
     assert list(vocab.columns) == ["gram", "count", "length"]
     # sale, now and open 3 times each (ties alphabetical), then big and cafe once: top 4 keeps big.
     assert vocab["gram"].tolist() == ["now", "open", "sale", "big"]
@@ -65,34 +120,34 @@ def test_caption_unigrams_count_occurrences_normalised_with_alphabetical_ties():
     assert vocab["length"].tolist() == [3, 4, 4, 3]
 
 
-def test_caption_bigrams_are_contiguous_and_top_k():
-    vocab = build_vocab(CAPTIONS, 2, 3, NORM)
+def test_caption_bigrams_are_contiguous_and_top_k(tmp_path):
+    vocab = vocab_of(tmp_path, index_rows(CAPTIONS), "caption", 2, 3)
     # "- open -" has one word left after normalisation, hence no 2-gram.
     assert vocab["gram"].tolist() == ["sale now", "big sale", "cafe open"]
     assert vocab["count"].tolist() == [2, 1, 1]
     assert vocab["length"].tolist() == [8, 8, 9]
-    full = build_vocab(CAPTIONS, 2, 100, NORM)
+    full = vocab_of(tmp_path, index_rows(CAPTIONS), "caption", 2, 100)
     assert dict(zip(full["gram"], full["count"])) == {
         "sale now": 2, "big sale": 1, "cafe open": 1, "now open": 1, "sale sale": 1}
 
 
-def test_normalisation_switched_off_keeps_case_and_punctuation():
+def test_normalisation_switched_off_keeps_case_and_punctuation(tmp_path):
     raw = Normalisation(lowercase=False, strip_punctuation=False, strip_accents=False)
-    vocab = build_vocab(["Sale! Sale now"], 1, 10, raw)
+    vocab = vocab_of(tmp_path, index_rows(["Sale! Sale now"]), "caption", 1, 10, raw)
     assert dict(zip(vocab["gram"], vocab["count"])) == {"Sale!": 1, "Sale": 1, "now": 1}
 
 
-def test_coemb_runs_and_once_per_image_counts():
+def test_coemb_runs_and_once_per_image_counts(tmp_path):
     assert coemb_segments(["SALE", "50%", "now", "Open"], ["sale", "now", "open"], NORM) == [["sale"], ["now", "open"]]
     words = [["SALE", "50%", "now", "Open"], ["now", "open", "now", "open"]]
     co = [["now", "open", "sale"], ["now", "open"]]
-    bigrams = build_coemb_vocab(words, co, 2, 10, NORM)
+    bigrams = vocab_of(tmp_path, index_rows(words=words, co_words=co), "coemb", 2, 10)
     assert dict(zip(bigrams["gram"], bigrams["count"])) == {"now open": 2, "open now": 1}
-    unigrams = build_coemb_vocab(words, co, 1, 10, NORM)
+    unigrams = vocab_of(tmp_path, index_rows(words=words, co_words=co), "coemb", 1, 10)
     assert unigrams["gram"].tolist() == ["now", "open", "sale"] and unigrams["count"].tolist() == [2, 2, 1]
 
 
-def test_vocab_from_index_uses_ok_rows_and_parrot_images(tmp_path):
+def test_vocab_uses_ok_rows_and_parrot_images(tmp_path):
     index = pd.DataFrame({
         "__key__": ["a", "b", "c", "d"],
         "status": ["ok", "ok", "ok", "error"],
@@ -101,17 +156,82 @@ def test_vocab_from_index_uses_ok_rows_and_parrot_images(tmp_path):
         "co_words": [["now", "sale"], [], [], None],
         "is_parrot": [True, False, False, None],
     })
-    caption = vocab_from_index(index, "caption", 1, 10, NORM)
+    caption = vocab_of(tmp_path, index, "caption", 1, 10)
     assert dict(zip(caption["gram"], caption["count"])) == {"sale": 3, "now": 2, "open": 1}
-    coemb = vocab_from_index(index, "coemb", 2, 10, NORM)
+    coemb = vocab_of(tmp_path, index, "coemb", 2, 10)
     assert coemb["gram"].tolist() == ["sale now"] and coemb["count"].tolist() == [1]
-    path = tmp_path / "index.parquet"
-    index.to_parquet(path)
-    run_synth_vocab([str(path)], "caption", 2, 2, {"lowercase": True, "strip_punctuation": True,
-                                                  "strip_accents": True}, str(tmp_path / "v.parquet"))
+    run_synth_vocab(write_index(tmp_path, index), "caption", 2, 2, {"lowercase": True, "strip_punctuation": True,
+                                                                 "strip_accents": True}, str(tmp_path / "v.parquet"))
     assert read_parquet(tmp_path / "v.parquet")["gram"].tolist() == ["open now", "sale now"]
     with pytest.raises(ValueError, match="unknown vocabulary source"):
-        vocab_from_index(index, "ocr", 1, 10, NORM)
+        vocab_of(tmp_path, index, "ocr", 1, 10)
+    with pytest.raises(ValueError, match="n and top_k"):
+        vocab_of(tmp_path, index, "caption", 0, 10)
+
+
+# Captions whose normalisation matters (accents, case folding of ß, punctuation at the edges,
+# words that normalise to nothing, characters beyond the BMP), ties at every count, and rows that
+# are not processed; spotted words in OCR order with their co-embedded sets.
+MESSY_CAPTIONS = ["Café CAFE cafe!", "naïve façade", "🎉 party 🎉 party", "Zebra apple Äpfel", "a-b a-b (a-b)",
+                  "", None, "  spaced   out  ", "ÅNGSTRÖM straße STRASSE", "- -- ---", "zz éa 🎉", "éa zz 🎉 x",
+                  "sale SALE sale now", "Now OPEN", "open now, open!", "ζ Ω ω"]
+MESSY_WORDS = [["SALE", "50%", "now", "Open"], ["now", "open", "now", "open"], ["Café", "-", "ouvert"], [],
+               None, ["ÉA", "zz", "zz"], ["x"], ["Straße", "strasse", "open"]]
+MESSY_CO = [["now", "open", "sale"], ["now", "open"], ["cafe", "ouvert"], [], None, ["ea", "zz"], [],
+            ["strasse", "open"]]
+
+
+def messy_index(copies=3):
+    """The messy rows a few times over (so grams tie across parts), some not processed."""
+    n_cap, n_words = len(MESSY_CAPTIONS), len(MESSY_WORDS)
+    rows = []
+    for c in range(copies):
+        for i in range(max(n_cap, n_words)):
+            status = "ok" if (i + c) % 7 else "spot_failed"
+            words, co = MESSY_WORDS[i % n_words], MESSY_CO[i % n_words]
+            rows.append({"__key__": f"{c}-{i:03d}", "status": status, "caption": MESSY_CAPTIONS[i % n_cap],
+                         "words": words, "co_words": co, "is_parrot": None if co is None else bool(co)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("source", ["caption", "coemb"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("norm", [NORM, Normalisation(lowercase=False, strip_punctuation=True, strip_accents=False)])
+def test_vocab_queries_equal_the_in_memory_definition(tmp_path, source, n, norm):
+    """Counted a few rows at a time, flushed every few grams (so a gram is summed over several
+    count tables) and ranked by DuckDB: the same vocabulary as one Counter sorted in Python,
+    for every top_k that cuts through a tie."""
+    index = messy_index()
+    paths = write_index(tmp_path, index, parts=3)
+    files = count_parts(paths, source, n, norm, tmp_path, batch_rows=5, flush_grams=4)
+    full = ref_vocab(index, source, n, 1000, norm)
+    assert len(files) > 1 or len(full) < 4
+    con = connect(Engine(mem_mb=500, threads=2, tmpdir=str(tmp_path)))
+    for top_k in (1, 2, 3, 5, 8, 13, 1000):
+        expected = ref_vocab(index, source, n, top_k, norm)
+        got = rank_grams(con, files, top_k)
+        assert got.equals(expected), (top_k, got, expected)
+    if n == 1:
+        assert full["count"].duplicated().any() and len(files) > 3  # ties to break, counts summed over tables
+
+
+def test_vocab_file_is_byte_identical_to_the_in_memory_one(tmp_path):
+    index = messy_index()
+    paths = write_index(tmp_path, index, parts=3)
+    for source in ("caption", "coemb"):
+        run_synth_vocab(paths, source, 1, 6, {"lowercase": True, "strip_punctuation": True, "strip_accents": True},
+                        str(tmp_path / "got.parquet"), Engine(tmpdir=str(tmp_path)))
+        write_parquet(ref_vocab(index, source, 1, 6, NORM), tmp_path / "expected.parquet", key="gram")
+        assert (tmp_path / "got.parquet").read_bytes() == (tmp_path / "expected.parquet").read_bytes()
+    assert not list(tmp_path.glob("synth-vocab-*"))  # the count tables are gone
+
+
+def test_a_corrupt_index_part_is_named(tmp_path):
+    paths = write_index(tmp_path, index_rows(CAPTIONS))
+    data = open(paths[1], "rb").read()
+    open(paths[1], "wb").write(data[:len(data) // 2])  # a part cut short: no footer
+    with pytest.raises(ValueError, match="p00001.parquet"):
+        synth_vocab(paths, "caption", 1, 3, NORM, Engine(tmpdir=str(tmp_path)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,7 +484,7 @@ def test_figures_are_written(tmp_path, bench, tiny_scorer):
 
 
 def test_an_empty_vocabulary_gives_undefined_measures_not_a_crash(tmp_path, tiny_scorer):
-    empty = build_vocab([], 1, 10, NORM)
+    empty = vocab_table([])
     render_benchmark(empty, tmp_path / "empty", FONT)
     metrics, frame = sync_metrics(tiny_scorer, tmp_path / "empty", progress=False)
     assert frame.empty and metrics["n_images"] == 0 and metrics["by_style"] == {}

@@ -41,23 +41,38 @@ enough: the N best by the filter score are taken, which contain every eligible s
 record ``shortfall`` and the score of the last one taken. "Top fraction" counts ``ceil(f * n)``
 of the n status-ok samples with a score, ranked by score then key, so ties at the cut are broken
 by key, deterministically. A sample without a filter score (NaN) never qualifies.
+
+Computing them (dataset-wide steps): the fix and the baselines never hold the dataset. They are
+DuckDB queries over the per-part tables (:mod:`parrotscope.db`; the index, cluster assignment,
+aesthetic scores and re-scores joined by key), within the job's memory limit; only the fix's
+deduplication needs vectors in numpy, and it gets them one cluster at a time (the survivors are
+written partitioned by cluster to the job's tmpdir). Comparisons are pandas': a float32 score is
+compared with a threshold in float32. The chosen keys are written by the engine; the stats' means
+are compensated sums over the chosen rows, so a mean may differ from a float32 pandas sum in its
+last digits (tests/test_filters.py holds the in-memory definition and checks the rest is equal).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .curate import SubsetTooSmall, sample_keys, subset_stats
+from .curate import STAT_MEANS, SubsetTooSmall
+from .db import (Engine, columns_of, connect, copy_to_parquet, one_row, parquet_source, register_keyed_rank, sql_name,
+                 sql_string)
 from .inpaint import dilation_kernel, rasterise, text_rows, word_polygons
 from .io import KEY, read_json, read_parquet, write_csv, write_json, write_parquet
 from .shards import OK, ShardError
@@ -246,7 +261,7 @@ def normalise_rows(emb: np.ndarray) -> np.ndarray:
 
 
 def dedup_within_clusters(keys: np.ndarray, clusters: np.ndarray, emb: np.ndarray, priority: np.ndarray,
-                          threshold: float) -> np.ndarray:
+                          threshold: float, progress: bool = True) -> np.ndarray:
     """Which rows to keep: :func:`greedy_keep_first` inside each cluster, rows visited by
     ``priority`` descending (ties by key); rows of different clusters are never compared."""
     n = len(keys)
@@ -261,61 +276,183 @@ def dedup_within_clusters(keys: np.ndarray, clusters: np.ndarray, emb: np.ndarra
     sorted_clusters = np.asarray(clusters)[order]
     bounds = np.flatnonzero(np.diff(sorted_clusters)) + 1
     groups = np.split(order, bounds)
-    for group in tqdm(groups, desc="dedup within clusters", unit="cluster", file=sys.stderr, mininterval=10):
+    for group in tqdm(groups, desc="dedup within clusters", unit="cluster", file=sys.stderr, mininterval=10,
+                      disable=not progress):
         keep[group[greedy_keep_first(emb[group], threshold)]] = True
     return keep
 
 
-# --- the pool: the index with every per-part filter table joined by key -------------------------
+# --- dataset-wide queries: the index parts with the per-part filter tables joined by key -------
+#
+# The fix and the baselines look at the whole dataset, so they never hold it: DuckDB reads the
+# per-part tables (the index, cluster assignment, aesthetic scores, re-scores, embeddings) with
+# the job's memory limit and spills. Only the deduplication needs vectors in numpy: the survivors
+# are written partitioned by cluster, and one cluster at a time is deduplicated, so memory is the
+# largest cluster's, not the dataset's. Every value is the one the in-memory (pandas) definition
+# gives; tests/test_filters.py holds that definition and checks the two agree.
+
+REQUIRED = (KEY, "part", "shard", "status", "has_text")
+SCORE = "_filter_score"   # a baseline's per-sample score where finite (what ranks and qualifies)
+RAW_SCORE = "_raw_score"  # the same with infinities kept (what its mean is taken of)
+GROUP = "_cluster"        # the partition column of the deduplication
+OK_ROW = "coalesce(status = 'ok', false)"
 
 
-def read_index(index_path: str, scorer: str) -> pd.DataFrame:
-    """The index columns the filters and their stats read (those present)."""
-    from .curate import STAT_MEANS
+def _k(alias: str = "") -> str:
+    """The quoted key column (optionally of a table alias): ``__key__`` needs quoting in SQL."""
+    return f"{alias}.{sql_name(KEY)}" if alias else sql_name(KEY)
 
-    from .index import read_index_parts
 
-    available = pq.read_schema(index_path[0]).names
-    needed = [KEY, "part", "shard", "status", "has_text", f"{scorer}.s_raw",
-              *SHARE_COLUMNS.values(), *(c.replace("{scorer}", scorer) for c in STAT_MEANS.values())]
-    missing = [c for c in (KEY, "part", "shard", "status", "has_text", f"{scorer}.s_raw") if c not in available]
+def _double(value: float) -> str:
+    """A DOUBLE literal that is exactly ``value`` (a bare ``0.3`` is a DECIMAL in DuckDB, whose
+    conversion need not round as Python's float does; the shortest repr parsed as DOUBLE does)."""
+    return f"CAST({sql_string(repr(float(value)))} AS DOUBLE)"
+
+
+def _flag(column: str) -> str:
+    """A boolean column, undefined read as false (pandas' ``fillna(False).astype(bool)``)."""
+    return f"coalesce(CAST({sql_name(column)} AS BOOLEAN), false)"
+
+
+def _above(column: str, sql_type: str, threshold: float) -> str:
+    """``column > threshold`` as pandas evaluates it: NaN and undefined are never above, and a
+    float32 column is compared in float32 (NumPy casts the Python float to the array's type), so
+    a score of exactly float32(0.3) is not above 0.3 here either."""
+    value = sql_name(column)
+    if sql_type == "FLOAT":
+        bound = f"CAST({_double(threshold)} AS FLOAT)"
+    else:
+        if sql_type != "DOUBLE":
+            value = f"TRY_CAST({value} AS DOUBLE)"
+        bound = _double(threshold)
+    return f"coalesce({value} > {bound} AND NOT isnan({value}), false)"
+
+
+def _number(column: str) -> str:
+    """A column as a DOUBLE, NULL where it is undefined or NaN (pandas' ``to_numeric(errors=
+    'coerce')`` to float64, NaN as missing); infinities stay."""
+    value = f"TRY_CAST({sql_name(column)} AS DOUBLE)"
+    return f"(CASE WHEN NOT isnan({value}) THEN {value} END)"
+
+
+def index_columns(types: Mapping[str, str], scorer: str) -> list[str]:
+    """The index columns the filters and their stats read (those present); an index without the
+    ones every filter needs is refused."""
+    s_raw = f"{scorer}.s_raw"
+    missing = [c for c in (*REQUIRED, s_raw) if c not in types]
     if missing:
-        raise FilterError(f"{index_path} has no column(s) {missing}; filters.scorer must be one of the "
+        raise FilterError(f"the index parts have no column(s) {missing}; filters.scorer must be one of the "
                           f"index's scorers")
-    return read_index_parts(index_path, columns=[c for c in dict.fromkeys(needed) if c in available])
+    needed = [*REQUIRED, s_raw, *SHARE_COLUMNS.values(), *(c.replace("{scorer}", scorer) for c in STAT_MEANS.values())]
+    return [c for c in dict.fromkeys(needed) if c in types]
 
 
-def join_parts(pool: pd.DataFrame, paths: Iterable[str], columns: Sequence[str], what: str,
-               complete: bool = True) -> pd.DataFrame:
-    """``pool`` with ``columns`` of the per-part tables joined by key (never by row order).
+def _examples(con, sql: str) -> list[str]:
+    """The first three keys a query returns, sorted: examples for an error message."""
+    return [row[0] for row in con.execute(f"{sql} ORDER BY 1 LIMIT 3").fetchall()]
 
-    Every key of the tables must be in the pool; with ``complete`` every pool key must be in them.
-    """
-    frames = [read_parquet(p, columns=[KEY, *columns]) for p in paths]
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[KEY, *columns])
-    if table[KEY].duplicated().any():
-        raise FilterError(f"{what}: keys repeat across parts, e.g. {table.loc[table[KEY].duplicated(), KEY].head(3).tolist()}")
-    unknown = set(table[KEY]) - set(pool[KEY])
+
+def _part_table(con, paths: Sequence[str], column: str, what: str) -> str:
+    """``(key, column)`` of a per-part filter table as a SQL source (empty when it has no parts)."""
+    if not paths:
+        return f"(SELECT NULL::VARCHAR AS {_k()}, NULL::DOUBLE AS {sql_name(column)} WHERE false)"
+    types = columns_of(con, paths)
+    absent = [c for c in (KEY, column) if c not in types]
+    if absent:
+        raise FilterError(f"{what}: the tables have no column(s) {absent}, e.g. {paths[0]}; rebuild them")
+    return f"(SELECT {_k()}, {sql_name(column)} FROM {parquet_source(paths)})"
+
+
+def _check_join(con, index: str, table: str, what: str, complete: bool) -> None:
+    """Refuse a per-part table that cannot be joined by key: a key repeated across its parts, a
+    key the index does not have (a stale table), or, with ``complete``, an index key it lacks.
+    One outer join counts all three; the examples are looked up only when one fails."""
+    extra, unknown, missing = one_row(con, f"""
+        SELECT count(i.k) - (SELECT count(*) FROM {index}), count(*) FILTER (WHERE i.k IS NULL),
+               count(*) FILTER (WHERE t.k IS NULL)
+        FROM (SELECT {_k()} AS k FROM {index}) i FULL OUTER JOIN (SELECT {_k()} AS k FROM {table}) t ON i.k = t.k""")
+    if extra:
+        dup = _examples(con, f"SELECT {_k()} FROM {table} GROUP BY {_k()} HAVING count(*) > 1")
+        raise FilterError(f"{what}: keys repeat across parts, e.g. {dup}")
     if unknown:
-        raise FilterError(f"{what}: {len(unknown)} keys are not in the index, e.g. {sorted(unknown)[:3]}; "
-                          f"rebuild the stale table")
-    if complete and len(table) != len(pool):
-        absent = sorted(set(pool[KEY]) - set(table[KEY]))
-        raise FilterError(f"{what}: {len(absent)} samples of the index are missing, e.g. {absent[:3]}")
-    return pool.merge(table, on=KEY, how="left", validate="one_to_one")
+        absent = _examples(con, f"SELECT {_k()} FROM {table} t WHERE NOT EXISTS "
+                                f"(SELECT 1 FROM {index} i WHERE {_k('i')} = {_k('t')})")
+        raise FilterError(f"{what}: {unknown} keys are not in the index, e.g. {absent}; rebuild the stale table")
+    if complete and missing:
+        absent = _examples(con, f"SELECT {_k()} FROM {index} i WHERE NOT EXISTS "
+                                f"(SELECT 1 FROM {table} t WHERE {_k('t')} = {_k('i')})")
+        raise FilterError(f"{what}: {missing} samples of the index are missing, e.g. {absent}")
 
 
-def survivor_embeddings(paths: Iterable[str], keys: set[str]) -> dict[str, np.ndarray]:
-    """The image embeddings of ``keys`` only, read part by part from the embed stage's tables:
-    the pool's embeddings need not fit in memory, only those of the samples reaching dedup."""
-    from .vectors import read_embeddings
+def pool_view(con, index_paths: Sequence[str], scorer: str,
+              joins: Sequence[tuple[Sequence[str], str, str, bool]] = ()) -> dict[str, str]:
+    """Create the view ``pool``: the index columns the filters read, with one column of each per-part
+    table of ``joins`` (``(paths, column, what, complete)``) left-joined by key, never by row
+    order (a sample without a row there reads NULL). Returns the view's column types."""
+    types = columns_of(con, index_paths)
+    columns = index_columns(types, scorer)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW idx AS SELECT {', '.join(map(sql_name, columns))} "
+                f"FROM {parquet_source(index_paths)}")
+    select, source = [f"i.{sql_name(c)}" for c in columns], "idx i"
+    for n, (paths, column, what, complete) in enumerate(joins):
+        table = _part_table(con, paths, column, what)
+        _check_join(con, "idx", table, what, complete)
+        select.append(f"t{n}.{sql_name(column)}")
+        source += f" LEFT JOIN {table} t{n} ON {_k(f't{n}')} = {_k('i')}"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW pool AS SELECT {', '.join(select)} FROM {source}")
+    return {name: str(kind) for name, kind, *_ in con.execute("DESCRIBE SELECT * FROM pool").fetchall()}
 
-    out: dict[str, np.ndarray] = {}
-    for path in paths:
-        part_keys, emb = read_embeddings(path, ("image_emb",))
-        wanted = np.flatnonzero(pd.Series(part_keys).isin(keys).to_numpy())
-        out.update(zip(part_keys[wanted], emb["image_emb"][wanted]))
-    return out
+
+def _mean_terms(column: str, sql_type: str) -> list[str]:
+    """Sum and count of a column's defined values: NULL and NaN left out, as pandas' mean skips
+    them. The sum is compensated (``fsum``), so it is the same whatever the threads' order."""
+    value = sql_name(column) if sql_type in ("FLOAT", "DOUBLE") else f"TRY_CAST({sql_name(column)} AS DOUBLE)"
+    defined = f"NOT isnan({value})"
+    return [f"fsum(CAST({value} AS DOUBLE)) FILTER (WHERE {defined})", f"count({value}) FILTER (WHERE {defined})"]
+
+
+def _mean(total: float | None, count: int, single: bool) -> float | None:
+    """A mean from its sum and count in pandas' precision: a float32 column's mean is a float32
+    (pandas divides a float32 sum by a float32 count), any other a float64; undefined is None."""
+    if not count:
+        return None
+    value = float(np.float32(total) / np.float32(count)) if single else float(total) / count
+    return None if math.isnan(value) else value
+
+
+def subset_summary(con, source: str, scorer: str) -> dict:
+    """curate's per-subset means (Avg. S(raw), share with text, CoTR, ...) and the parrot shares of
+    the rows of ``source`` (a SQL table expression), in one aggregate query."""
+    columns = {name: col.replace("{scorer}", scorer) for name, col in STAT_MEANS.items()}
+    types = {name: str(kind) for name, kind, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    means = {name: col for name, col in columns.items() if col in types}
+    shares = {name: col for name, col in SHARE_COLUMNS.items() if col in types}
+    terms = [t for col in [*means.values(), *shares.values()] for t in _mean_terms(col, types[col])]
+    values = iter(one_row(con, f"SELECT {', '.join(terms)} FROM {source}") if terms else ())
+    # pandas keeps a float32 column's mean in float32; the shares are taken as float64 first.
+    got = {name: _mean(next(values), next(values), types[col] == "FLOAT") for name, col in means.items()}
+    got_shares = {name: _mean(next(values), next(values), False) for name in shares}
+    return {**{name: got.get(name) for name in columns},
+            "shares": {name: got_shares.get(name) for name in SHARE_COLUMNS}}
+
+
+def _check_unique(con, source: str, what: str) -> None:
+    """Refuse a subset that holds a key twice: keys must be unique across parts, and a key seen
+    in two parts would be chosen (and materialised) twice."""
+    dup = _examples(con, f"SELECT {_k()} FROM {source} GROUP BY {_k()} HAVING count(*) > 1")
+    if dup:
+        raise FilterError(f"{what}: key(s) {dup} occur in several parts; keys must be unique across the "
+                          f"dataset's shards")
+
+
+def _write_keys(con, source: str, keys_path: str) -> None:
+    """The subset's keys (``__key__, part, shard``, sorted by key), written by the engine."""
+    copy_to_parquet(con, f"SELECT {_k()}, part, shard FROM {source} ORDER BY {_k()}", keys_path)
+
+
+def _files(folder: Path) -> str:
+    """The parquet files of a scratch folder as one SQL source."""
+    return parquet_source(sorted(str(p) for p in folder.glob("*.parquet")))
 
 
 # --- the fix -----------------------------------------------------------------------------------
@@ -333,78 +470,125 @@ class FixSettings:
                    float(fix["aesthetic_threshold"]) if aesthetic_on else None)
 
 
-def _shares(chosen: pd.DataFrame) -> dict[str, float | None]:
-    out = {}
-    for name, col in SHARE_COLUMNS.items():
-        values = chosen[col].dropna() if col in chosen.columns else pd.Series(dtype=float)
-        out[name] = float(values.astype(float).mean()) if len(values) else None
-    return out
+def _vectors(table: pa.Table, column: str) -> np.ndarray:
+    """A list<float> column as an n x dim float32 matrix, without per-row Python objects."""
+    arr = table.column(column).combine_chunks()
+    if arr.null_count:
+        raise FilterError(f"{arr.null_count} samples that reach deduplication have an empty image embedding")
+    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(arr), -1) if len(arr) else np.empty((0, 1), dtype=np.float32)
 
 
-def subset_summary(chosen: pd.DataFrame, scorer: str) -> dict:
-    """curate's per-subset means (Avg. S(raw), share with text, CoTR, ...) and the parrot shares."""
-    return {**subset_stats(chosen, scorer), "shares": _shares(chosen)}
+def dedup_partitions(folder: Path, out: Path, priority: str, threshold: float) -> int:
+    """Deduplicate each cluster's partition (``folder/_cluster=<c>/*.parquet``: key, priority,
+    image embedding and the stat columns) with :func:`dedup_within_clusters`, one cluster in
+    memory at a time; the kept rows (without embedding) go to ``out``, one file per cluster.
+    Returns how many were removed."""
+    removed = 0
+    clusters = sorted(d for d in folder.iterdir() if d.is_dir()) if folder.exists() else []
+    for i, directory in enumerate(tqdm(clusters, desc="dedup within clusters", unit="cluster", file=sys.stderr,
+                                       mininterval=10)):
+        table = pa.concat_tables([pq.read_table(f) for f in sorted(directory.glob("*.parquet"))])
+        keys = np.asarray(table.column(KEY).to_pylist(), dtype=object)
+        if len(set(keys)) != len(keys):
+            dup = pd.Series(keys)[pd.Series(keys).duplicated()].head(3).tolist()
+            raise FilterError(f"samples that reach deduplication repeat (index or embedding keys repeat across "
+                              f"parts), e.g. {dup}")
+        keep = dedup_within_clusters(keys, np.zeros(len(keys), dtype=np.int64), _vectors(table, "image_emb"),
+                                     table.column(priority).to_numpy(), threshold, progress=False)
+        removed += int((~keep).sum())
+        pq.write_table(table.drop_columns(["image_emb"]).filter(pa.array(keep)), out / f"{i:06d}.parquet")
+    return removed
 
 
-def _keys_table(chosen: pd.DataFrame) -> pd.DataFrame:
-    return chosen[[KEY, "part", "shard"]].sort_values(KEY, kind="stable").reset_index(drop=True)
-
-
-def select_fix(pool: pd.DataFrame, scorer: str, settings: FixSettings,
-               embeddings: Callable[[set[str]], dict[str, np.ndarray]]) -> tuple[pd.DataFrame, dict]:
-    """The fix's keys and stats. ``pool``: the index columns plus ``cluster`` (and ``aesthetic``
-    when that step is on); ``embeddings(keys)`` returns the image embedding of each key asked for
-    (only the samples that reach deduplication are asked)."""
-    s_raw = f"{scorer}.s_raw"
-    ok = pool[pool["status"] == OK]
-    removed: dict[str, int] = {}
-    left = ok[~ok["has_text"].fillna(False).astype(bool)]
-    removed["spotted text"] = len(ok) - len(left)
-    passed = left[pd.to_numeric(left[s_raw], errors="coerce") > settings.clip_threshold]
-    removed[f"CLIP score <= {settings.clip_threshold}"] = len(left) - len(passed)
-    left = passed
+def select_fix(con, index_paths: Sequence[str], scorer: str, settings: FixSettings, assign_paths: Sequence[str],
+               embed_paths: Sequence[str], aesthetic_paths: Sequence[str], scratch: Path) -> tuple[str, dict]:
+    """The fix over the dataset's per-part tables: the source of its chosen rows (parquet files in
+    ``scratch``) and its stats. The threshold steps and their counts are one aggregate query;
+    the survivors with their image embeddings are written partitioned by cluster and
+    deduplicated one cluster at a time (:func:`dedup_partitions`)."""
+    joins = [(assign_paths, "cluster", "cluster assignment", False)]
     if settings.aesthetic_threshold is not None:
-        passed = left[pd.to_numeric(left["aesthetic"], errors="coerce") > settings.aesthetic_threshold]
-        removed[f"aesthetic <= {settings.aesthetic_threshold}"] = len(left) - len(passed)
-        left = passed
-    if left["cluster"].isna().any():
-        absent = left.loc[left["cluster"].isna(), KEY].head(3).tolist()
+        joins.append((aesthetic_paths, "aesthetic", "aesthetic scores", False))
+    types = pool_view(con, index_paths, scorer, joins)
+    s_raw = f"{scorer}.s_raw"
+    # Each step: (what it removes, what passes it); each applies to what the previous ones left.
+    steps = [("spotted text", f"NOT {_flag('has_text')}"),
+             (f"CLIP score <= {settings.clip_threshold}", _above(s_raw, types[s_raw], settings.clip_threshold))]
+    if settings.aesthetic_threshold is not None:
+        steps.append((f"aesthetic <= {settings.aesthetic_threshold}",
+                      _above("aesthetic", types["aesthetic"], settings.aesthetic_threshold)))
+    left, counts = OK_ROW, []
+    for _, passes in steps:
+        counts.append(f"count(*) FILTER (WHERE {left} AND NOT ({passes}))")
+        left = f"{left} AND {passes}"
+    cluster = sql_name("cluster")
+    n_index, n_ok, *step_removed, n_left, n_clusters, n_unassigned = one_row(con, f"""
+        SELECT count(*), count(*) FILTER (WHERE {OK_ROW}), {', '.join(counts)}, count(*) FILTER (WHERE {left}),
+               count(DISTINCT {cluster}) FILTER (WHERE {left}), count(*) FILTER (WHERE {left} AND {cluster} IS NULL)
+        FROM pool""")
+    removed = {name: int(n) for (name, _), n in zip(steps, step_removed)}
+    con.execute(f"CREATE OR REPLACE TEMP VIEW survivors AS SELECT * FROM pool WHERE {left}")
+    if n_unassigned:
+        absent = _examples(con, f"SELECT {_k()} FROM survivors WHERE {cluster} IS NULL")
         raise FilterError(f"samples that reach deduplication have no cluster assignment, e.g. {absent}")
-    emb = embeddings(set(left[KEY]))
-    absent = [k for k in left[KEY] if k not in emb]
-    if absent:
-        raise FilterError(f"{len(absent)} samples that reach deduplication have no image embedding, e.g. {absent[:3]}")
-    matrix = np.stack([emb[k] for k in left[KEY]]) if len(left) else np.empty((0, 1), dtype=np.float32)
-    keep = dedup_within_clusters(left[KEY].to_numpy(), left["cluster"].to_numpy(dtype=np.int64), matrix,
-                                 pd.to_numeric(left[s_raw]).to_numpy(), settings.dedup_threshold)
-    removed[f"near-duplicate in its cluster (cosine >= {settings.dedup_threshold})"] = int((~keep).sum())
-    chosen = left[keep]
-    if len(ok) != sum(removed.values()) + len(chosen):
-        raise AssertionError(f"fix accounting does not reconcile: {len(ok)} ok, removed {removed}, {len(chosen)} kept")
+    kept = scratch / "kept"
+    kept.mkdir()
+    n_dups = 0
+    stat_columns = [c for c in types if c not in ("cluster", "aesthetic")]
+    if n_left:
+        embed = _part_table(con, embed_paths, "image_emb", "image embeddings")
+        (n_absent,) = one_row(con, f"SELECT count(*) FROM survivors s WHERE NOT EXISTS "
+                                   f"(SELECT 1 FROM {embed} e WHERE {_k('e')} = {_k('s')})")
+        if n_absent:
+            absent = _examples(con, f"SELECT {_k()} FROM survivors s WHERE NOT EXISTS "
+                                    f"(SELECT 1 FROM {embed} e WHERE {_k('e')} = {_k('s')})")
+            raise FilterError(f"{n_absent} samples that reach deduplication have no image embedding, e.g. {absent}")
+        partitions = scratch / "clusters"
+        # Small flushes: a row carries a whole embedding, and rows wait per open partition.
+        con.execute("SET partitioned_write_flush_threshold = 16384")
+        con.execute(f"""COPY (SELECT {', '.join(f's.{sql_name(c)}' for c in stat_columns)}, s.{cluster} AS {GROUP},
+                                     e.image_emb
+                              FROM survivors s JOIN {embed} e ON {_k('e')} = {_k('s')})
+                        TO {sql_string(str(partitions))} (FORMAT parquet, PARTITION_BY ({GROUP}))""")
+        n_dups = dedup_partitions(partitions, kept, s_raw, settings.dedup_threshold)
+        shutil.rmtree(partitions)
+    if not any(kept.glob("*.parquet")):  # nothing kept: an empty table with the columns, for the stats
+        copy_to_parquet(con, f"SELECT {', '.join(map(sql_name, stat_columns))} FROM survivors WHERE false",
+                        kept / "none.parquet")
+    removed[f"near-duplicate in its cluster (cosine >= {settings.dedup_threshold})"] = n_dups
+    chosen = _files(kept)
+    _check_unique(con, chosen, "the fix")
+    (n_chosen,) = one_row(con, f"SELECT count(*) FROM {chosen}")
+    if n_ok != sum(removed.values()) + n_chosen:
+        raise AssertionError(f"fix accounting does not reconcile: {n_ok} ok, removed {removed}, {n_chosen} kept")
     stats = {
         "subset": subset_name(FIX), "method": FIX, "scorer": scorer,
         "settings": {"clip_threshold": settings.clip_threshold, "aesthetic_threshold": settings.aesthetic_threshold,
                      "dedup_threshold": settings.dedup_threshold,
                      "dedup_order": "within each cluster: S(raw) descending, ties by key; keep-first"},
-        "n_index": int(len(pool)), "n_ok": int(len(ok)), "n_skipped": int(len(pool) - len(ok)),
-        "removed": removed, "n_clusters_left": int(left["cluster"].nunique()),
-        "n_eligible": int(len(chosen)), "n_selected": int(len(chosen)), "size": int(len(chosen)),
-        **subset_summary(chosen, scorer),
+        "n_index": int(n_index), "n_ok": int(n_ok), "n_skipped": int(n_index - n_ok),
+        "removed": removed, "n_clusters_left": int(n_clusters),
+        "n_eligible": int(n_chosen), "n_selected": int(n_chosen), "size": int(n_chosen),
+        **subset_summary(con, chosen, scorer),
     }
-    return _keys_table(chosen), stats
+    return chosen, stats
 
 
-def run_fix(index_path: str, keys_path: str, stats_path: str, scorer: str, fix: Mapping[str, Any],
-            assign_paths: list[str], embed_paths: list[str], aesthetic_paths: list[str]) -> dict:
-    """Select the fix from the index, the cluster assignment, the embeddings and (optionally) the
-    aesthetic scores; write its keys and stats."""
+def run_fix(index_paths: Sequence[str], keys_path: str, stats_path: str, scorer: str, fix: Mapping[str, Any],
+            assign_paths: Sequence[str], embed_paths: Sequence[str], aesthetic_paths: Sequence[str],
+            engine: Engine = Engine()) -> dict:
+    """Select the fix from the index parts, the cluster assignment, the embeddings and (optionally)
+    the aesthetic scores; write its keys and stats. Intermediate tables go to the job's tmpdir."""
     settings = FixSettings.from_config(fix, bool(aesthetic_paths))
-    pool = read_index(index_path, scorer)
-    pool = join_parts(pool, assign_paths, ["cluster"], "cluster assignment", complete=False)
-    if aesthetic_paths:
-        pool = join_parts(pool, aesthetic_paths, ["aesthetic"], "aesthetic scores", complete=False)
-    keys, stats = select_fix(pool, scorer, settings, lambda wanted: survivor_embeddings(embed_paths, wanted))
-    write_parquet(keys, keys_path)
+    con = connect(engine)
+    # Embed tables hold a part in few row groups: a prefetched column chunk of vectors would be
+    # hundreds of MB to GBs at once, past the engine's limit; page by page it is a page.
+    con.execute("SET disable_parquet_prefetching = true")
+    with tempfile.TemporaryDirectory(prefix="filter-fix-", dir=engine.tmpdir or None) as scratch:
+        chosen, stats = select_fix(con, index_paths, scorer, settings, assign_paths, embed_paths, aesthetic_paths,
+                                   Path(scratch))
+        _write_keys(con, chosen, keys_path)
     write_json(stats, stats_path)
     log.info("fix: %d of %d ok samples kept; removed %s", stats["n_selected"], stats["n_ok"], stats["removed"])
     return stats
@@ -413,113 +597,132 @@ def run_fix(index_path: str, keys_path: str, stats_path: str, scorer: str, fix: 
 # --- the baselines -----------------------------------------------------------------------------
 
 
-def rank_order(scores: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Positions of the finite scores, best first, ties by key (NaN scores left out)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    finite = np.flatnonzero(np.isfinite(scores))
-    order = np.lexsort((np.asarray(keys, dtype=object)[finite], -scores[finite]))
-    return finite[order]
-
-
-def top_fraction(scores: np.ndarray, keys: np.ndarray, fraction: float) -> np.ndarray:
-    """Mask of the ``ceil(fraction * n)`` best of the n finite scores (ties at the cut by key)."""
-    order = rank_order(scores, keys)
-    mask = np.zeros(len(scores), dtype=bool)
-    mask[order[:math.ceil(fraction * len(order))]] = True
-    return mask
-
-
-def at_least_median(scores: np.ndarray) -> np.ndarray:
-    """Mask of the finite scores at or above their median (every tie with the median kept)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    finite = np.isfinite(scores)
-    if not finite.any():
-        return finite
-    return finite & (scores >= np.median(scores[finite]))
-
-
-def criterion(method: str, scores: np.ndarray, keys: np.ndarray, fractions: Mapping[str, float]
-              ) -> tuple[np.ndarray, str]:
-    """A baseline's nominal eligibility mask and its description."""
-    if method in ("clip_score", "flip_clip"):
-        f = float(fractions[method])
-        return top_fraction(scores, keys, f), f"top {f:.0%} by score"
-    if method == "tmars":
-        return at_least_median(scores), "masked score >= median"
-    if method == "random":
-        return np.ones(len(scores), dtype=bool), "every status-ok sample"
-    raise FilterError(f"unknown baseline {method!r}; baselines: {list(BASELINES)}")
-
-
-def choose_sized(keys: np.ndarray, scores: np.ndarray, eligible: np.ndarray, size: int, seed: int
-                 ) -> tuple[np.ndarray, dict]:
-    """Positions of ``size`` samples: uniform among the eligible when there are enough, else the
-    ``size`` best by score (a shortfall; they include every eligible sample)."""
-    n_eligible = int(eligible.sum())
-    if n_eligible >= size:
-        idx = np.flatnonzero(eligible)
-        return idx[sample_keys(pd.Series(keys[idx]), size, seed)], {"chosen_by": "uniform among the eligible",
-                                                                    "shortfall": 0}
-    order = rank_order(scores, keys)
-    if len(order) < size:
-        raise SubsetTooSmall(f"only {len(order)} status-ok samples have a filter score, fewer than the fix's {size}")
-    taken = order[:size]
-    return taken, {"chosen_by": f"top {size} by score (the criterion keeps {n_eligible} < {size})",
-                   "shortfall": size - n_eligible, "score_at_cut": float(scores[taken[-1]])}
-
-
-def baseline_scores(method: str, ok: pd.DataFrame, scorer: str) -> np.ndarray:
-    """The per-sample score a baseline ranks by (NaN where undefined)."""
-    s_raw = pd.to_numeric(ok[f"{scorer}.s_raw"], errors="coerce").to_numpy(dtype=np.float64)
+def score_sql(method: str, scorer: str) -> str:
+    """The per-sample score a baseline ranks by, over the view ``pool`` (NULL where undefined;
+    only its finite values rank or qualify)."""
+    s_raw = _number(f"{scorer}.s_raw")
     if method in ("clip_score", "random"):
         return s_raw
-    if method == "tmars":
-        has_text = ok["has_text"].fillna(False).astype(bool).to_numpy()
-        masked = pd.to_numeric(ok["s_tmars"], errors="coerce").to_numpy(dtype=np.float64)
-        if np.isnan(masked[has_text]).any():
-            absent = ok.loc[has_text & np.isnan(masked), KEY].head(3).tolist()
-            raise FilterError(f"T-MARS: images with text have no masked score, e.g. {absent}")
-        return np.where(has_text, masked, s_raw)  # masking changes nothing in a text-free image
+    if method == "tmars":  # masking changes nothing in a text-free image
+        return f"(CASE WHEN {_flag('has_text')} THEN {_number('s_tmars')} ELSE {s_raw} END)"
     if method == "flip_clip":
-        return pd.to_numeric(ok["s_flip"], errors="coerce").to_numpy(dtype=np.float64)
+        return _number("s_flip")
     raise FilterError(f"unknown baseline {method!r}; baselines: {list(BASELINES)}")
 
 
-def select_baseline(method: str, pool: pd.DataFrame, scorer: str, size: int, seed: int,
-                    fractions: Mapping[str, float]) -> tuple[pd.DataFrame, dict]:
-    """A baseline's ``size`` keys and its stats (see the module docstring for the choice)."""
-    ok = pool[pool["status"] == OK].reset_index(drop=True)
+def _nth(con, columns: str, order: str, offset: int, n: int = 1) -> list[tuple]:
+    """Rows ``offset .. offset+n-1`` of the scored rows in ``order``: the engine sorts out of core
+    when the offset is large and keeps a bounded top-N when it is small, so a rank anywhere in
+    the dataset costs no more memory than the engine's limit."""
+    return con.execute(f"SELECT {columns} FROM scored WHERE {SCORE} IS NOT NULL ORDER BY {order} "
+                       f"LIMIT {int(n)} OFFSET {int(offset)}").fetchall()
+
+
+BEST_FIRST = f"{SCORE} DESC, {sql_name(KEY)}"
+
+
+def median_score(con, n_scored: int) -> float | None:
+    """NumPy's median of the finite scores: the middle one, or the mean of the two middle ones
+    computed as ``np.mean`` does, ``(a + b) / 2``."""
+    if not n_scored:
+        return None
+    middle = [row[0] for row in _nth(con, SCORE, SCORE, (n_scored - 1) // 2, 2 - n_scored % 2)]
+    return float(middle[0]) if n_scored % 2 else float((middle[0] + middle[1]) / 2)
+
+
+def criterion_sql(con, method: str, n_ok: int, n_scored: int, median: float | None,
+                  fractions: Mapping[str, float]) -> tuple[str, int, str]:
+    """A baseline's nominal eligibility (a predicate over ``scored``), how many meet it, and its
+    description. A top fraction is the ``ceil(f * n)`` first in (score descending, key) order,
+    i.e. every row before the last one of them, found by one sort."""
+    if method in ("clip_score", "flip_clip"):
+        f = float(fractions[method])
+        m = min(math.ceil(f * n_scored), n_scored)
+        if m == 0:
+            return "false", 0, f"top {f:.0%} by score"
+        ((cut, cut_key),) = _nth(con, f"{SCORE}, {sql_name(KEY)}", BEST_FIRST, m - 1)
+        key = sql_name(KEY)
+        return (f"({SCORE} > {_double(cut)} OR ({SCORE} = {_double(cut)} AND {key} <= {sql_string(cut_key)}))",
+                m, f"top {f:.0%} by score")
+    if method == "tmars":
+        if median is None:
+            return "false", 0, "masked score >= median"
+        where = f"{SCORE} >= {_double(median)}"
+        (n,) = one_row(con, f"SELECT count(*) FROM scored WHERE {where}")
+        return where, int(n), "masked score >= median"
+    if method == "random":
+        return "true", int(n_ok), "every status-ok sample"
+    raise FilterError(f"unknown baseline {method!r}; baselines: {list(BASELINES)}")
+
+
+def select_baseline(con, method: str, index_paths: Sequence[str], scorer: str, size: int, seed: int,
+                    fractions: Mapping[str, float], rescore_paths: Sequence[str], scratch: Path) -> tuple[str, dict]:
+    """A baseline's ``size`` chosen rows (a parquet file in ``scratch``) and its stats (see the
+    module docstring for the choice), by queries over the per-part tables."""
+    if method not in BASELINES:
+        raise FilterError(f"unknown baseline {method!r}; baselines: {list(BASELINES)}")
+    joins = []
+    if method in VARIANT_OF:
+        joins.append((rescore_paths, f"s_{VARIANT_OF[method]}", f"{method} scores", True))
+    types = pool_view(con, index_paths, scorer, joins)
     if size < 1:
         raise FilterError(f"the fix kept no sample, so its baselines have size {size}; loosen filters.fix")
-    scores = baseline_scores(method, ok, scorer)
-    keys = ok[KEY].to_numpy(dtype=object)
-    eligible, described = criterion(method, scores, keys, fractions)
-    taken, how = choose_sized(keys, scores, eligible, size, seed)
-    chosen = ok.iloc[np.sort(taken)]
-    finite = np.isfinite(scores)
+    if method == "tmars":  # NaN or no row: the re-scoring missed an image it should have masked
+        absent = _examples(con, f"SELECT {_k()} FROM pool WHERE {OK_ROW} AND {_flag('has_text')} "
+                                f"AND coalesce(isnan(TRY_CAST(s_tmars AS DOUBLE)), true)")
+        if absent:
+            raise FilterError(f"T-MARS: images with text have no masked score, e.g. {absent}")
+    stat_columns = [c for c in types if c not in ("s_tmars", "s_flip")]
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW scored AS
+                    SELECT *, CASE WHEN isfinite({RAW_SCORE}) THEN {RAW_SCORE} END AS {SCORE}
+                    FROM (SELECT {', '.join(map(sql_name, stat_columns))}, {score_sql(method, scorer)} AS {RAW_SCORE}
+                          FROM pool WHERE {OK_ROW})""")
+    n_index, n_ok = one_row(con, f"SELECT count(*), count(*) FILTER (WHERE {OK_ROW}) FROM pool")
+    (n_scored,) = one_row(con, f"SELECT count({SCORE}) FROM scored")
+    median = median_score(con, n_scored)
+    eligible, n_eligible, described = criterion_sql(con, method, n_ok, n_scored, median, fractions)
+    chosen = scratch / "chosen.parquet"
+    if n_eligible >= size:
+        rank = register_keyed_rank(con, seed)
+        copy_to_parquet(con, f"SELECT * FROM scored WHERE {eligible} "
+                             f"ORDER BY {rank}({sql_name(KEY)}), {sql_name(KEY)} LIMIT {int(size)}", chosen)
+        how: dict = {"chosen_by": "uniform among the eligible", "shortfall": 0}
+    else:
+        if n_scored < size:
+            raise SubsetTooSmall(f"only {n_scored} status-ok samples have a filter score, fewer than the fix's {size}")
+        copy_to_parquet(con, f"SELECT * FROM scored WHERE {SCORE} IS NOT NULL ORDER BY {BEST_FIRST} "
+                             f"LIMIT {int(size)}", chosen)
+        how = {"chosen_by": f"top {size} by score (the criterion keeps {n_eligible} < {size})",
+               "shortfall": size - n_eligible}
+    source = parquet_source([chosen])
+    _check_unique(con, source, f"baseline {method}")
+    n_chosen, total, n_defined, lowest = one_row(con, f"SELECT count(*), fsum({RAW_SCORE}), count({RAW_SCORE}), "
+                                                      f"min({SCORE}) FROM {source}")
+    if how["shortfall"]:
+        how["score_at_cut"] = float(lowest)  # the last taken in best-first order
     stats = {
         "subset": subset_name(method), "method": method, "scorer": scorer, "criterion": described,
-        "fraction": fractions.get(method), "seed": int(seed),
-        "median_score": float(np.median(scores[finite])) if finite.any() else None,
-        "n_index": int(len(pool)), "n_ok": int(len(ok)), "n_skipped": int(len(pool) - len(ok)),
-        "n_scored": int(finite.sum()), "n_eligible": int(eligible.sum()), "size": int(size),
-        "n_selected": int(len(chosen)), **how,
-        "mean_filter_score": float(np.nanmean(scores[taken])) if len(taken) else None,
-        **subset_summary(chosen, scorer),
+        "fraction": fractions.get(method), "seed": int(seed), "median_score": median,
+        "n_index": int(n_index), "n_ok": int(n_ok), "n_skipped": int(n_index - n_ok),
+        "n_scored": int(n_scored), "n_eligible": int(n_eligible), "size": int(size),
+        "n_selected": int(n_chosen), **how,
+        # np.nanmean: NaN when every chosen score is undefined
+        "mean_filter_score": (float(total) / n_defined if n_defined else math.nan) if n_chosen else None,
+        **subset_summary(con, source, scorer),
     }
-    return _keys_table(chosen), stats
+    return source, stats
 
 
-def run_baseline(method: str, index_path: str, fix_stats_path: str, keys_path: str, stats_path: str,
-                 scorer: str, seed: int, fractions: Mapping[str, float], rescore_paths: list[str]) -> dict:
+def run_baseline(method: str, index_paths: Sequence[str], fix_stats_path: str, keys_path: str, stats_path: str,
+                 scorer: str, seed: int, fractions: Mapping[str, float], rescore_paths: Sequence[str],
+                 engine: Engine = Engine()) -> dict:
     """Select one baseline of the fix's size; write its keys and stats."""
     size = int(read_json(fix_stats_path)["n_selected"])
-    pool = read_index(index_path, scorer)
-    if method in VARIANT_OF:
-        column = f"s_{VARIANT_OF[method]}"
-        pool = join_parts(pool, rescore_paths, [column], f"{method} scores")
-    keys, stats = select_baseline(method, pool, scorer, size, seed, fractions)
-    write_parquet(keys, keys_path)
+    con = connect(engine)
+    with tempfile.TemporaryDirectory(prefix=f"filter-{method}-", dir=engine.tmpdir or None) as scratch:
+        chosen, stats = select_baseline(con, method, index_paths, scorer, size, seed, fractions, rescore_paths,
+                                        Path(scratch))
+        _write_keys(con, chosen, keys_path)
     write_json(stats, stats_path)
     log.info("%s: %d chosen (%s; %d eligible)", method, stats["n_selected"], stats["chosen_by"], stats["n_eligible"])
     return stats

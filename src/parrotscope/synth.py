@@ -17,6 +17,10 @@ Vocabularies
     Words are normalised like the match stage (:func:`parrotscope.match.normalise_word`); words that
     normalise to nothing (a lone "-") are dropped, so their neighbours become adjacent.
 
+    A dataset-wide step: the grams are counted in Python a batch of index rows at a time into
+    ``(gram, count)`` tables, which DuckDB sums and ranks (:func:`rank_grams`), so neither the
+    index nor the corpus's grams are ever held whole.
+
 Rendering (the authors' ``sys_benchmark.py``)
     A 224 x 224 RGB canvas, the font at 32 px (Arial there; Liberation Sans, metric-compatible, by
     default here), one gram centred, four (background, text) styles: white-black, black-white,
@@ -52,6 +56,7 @@ import logging
 import os
 import sys
 import tarfile
+import tempfile
 import time
 from collections import Counter
 from functools import lru_cache
@@ -60,9 +65,12 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from .db import Engine, connect, parquet_source
 from .io import KEY, atomic_dir, atomic_path, batched, read_json, read_parquet, write_json, write_parquet
 from .match import Normalisation, normalise_word
 
@@ -109,23 +117,18 @@ def count_grams(docs: Iterable[list[list[str]]], n: int, once_per_doc: bool) -> 
     return counts
 
 
-def top_grams(counts: Counter, top_k: int) -> pd.DataFrame:
-    """The ``top_k`` most frequent grams, ties broken alphabetically: ``(gram, count, length)``."""
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
-    frame = pd.DataFrame(ranked, columns=["gram", "count"]).astype({"gram": object, "count": "int64"})
+def vocab_table(ranked: Iterable[tuple[str, int]]) -> pd.DataFrame:
+    """``(gram, count, length)`` of grams already ranked, with the vocabulary file's types."""
+    frame = pd.DataFrame(list(ranked), columns=["gram", "count"]).astype({"gram": object, "count": "int64"})
     frame["length"] = frame["gram"].str.len().astype("int64")
     return frame[VOCAB_COLUMNS]
 
 
-def _check_vocab_args(n: int, top_k: int) -> None:
+def _check_vocab_args(source: str, n: int, top_k: int) -> None:
+    if source not in SOURCES:
+        raise ValueError(f"unknown vocabulary source {source!r}; expected one of {SOURCES}")
     if n < 1 or top_k < 1:
         raise ValueError(f"n and top_k must be >= 1 (got n={n}, top_k={top_k})")
-
-
-def build_vocab(texts: Iterable[str], n: int, top_k: int, norm: Normalisation) -> pd.DataFrame:
-    """The caption vocabulary: ``n``-grams of normalised words, counted per occurrence."""
-    _check_vocab_args(n, top_k)
-    return top_grams(count_grams(([normalised_words(t, norm)] for t in texts), n, once_per_doc=False), top_k)
 
 
 def coemb_segments(words: Sequence[str], co_words: Iterable[str], norm: Normalisation) -> list[list[str]]:
@@ -142,14 +145,6 @@ def coemb_segments(words: Sequence[str], co_words: Iterable[str], norm: Normalis
     return [r for r in runs if r]
 
 
-def build_coemb_vocab(words: Iterable[Sequence[str]], co_words: Iterable[Iterable[str]], n: int, top_k: int,
-                      norm: Normalisation) -> pd.DataFrame:
-    """The Co-Emb. vocabulary: grams inside runs of co-embedded spotted words, once per image."""
-    _check_vocab_args(n, top_k)
-    docs = (coemb_segments(w, c, norm) for w, c in zip(words, co_words))
-    return top_grams(count_grams(docs, n, once_per_doc=True), top_k)
-
-
 def _as_list(value) -> list[str]:
     """A list cell of the index: None/NaN for samples without that stage's result."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
@@ -157,22 +152,89 @@ def _as_list(value) -> list[str]:
     return [str(v) for v in value]
 
 
-def vocab_from_index(index: pd.DataFrame, source: str, n: int, top_k: int, norm: Normalisation) -> pd.DataFrame:
-    """The ``source`` vocabulary of a parrot index (processed samples only)."""
-    ok = index[index["status"] == "ok"]
+# Index columns each vocabulary reads.
+VOCAB_COLUMNS_READ = {"caption": ["status", "caption"], "coemb": ["status", "is_parrot", "words", "co_words"]}
+# Rows of the index read at once, and distinct grams counted in Python before they are written to
+# a count table: together they bound the job's Python memory whatever the size of a part.
+BATCH_ROWS = 65_536
+FLUSH_GRAMS = 1_000_000
+
+
+def vocab_docs(frame: pd.DataFrame, source: str, norm: Normalisation) -> Iterator[list[list[str]]]:
+    """The documents of some index rows, each a list of word segments: the normalised caption of
+    every processed sample (``caption``), or the runs of co-embedded spotted words of every
+    processed parrot image (``coemb``)."""
+    ok = frame[frame["status"] == "ok"]
     if source == "caption":
-        return build_vocab(ok["caption"].fillna("").astype(str), n, top_k, norm)
-    if source == "coemb":
-        parrots = ok[ok["is_parrot"].fillna(False).astype(bool)]
-        return build_coemb_vocab(map(_as_list, parrots["words"]), map(_as_list, parrots["co_words"]), n, top_k, norm)
-    raise ValueError(f"unknown vocabulary source {source!r}; expected one of {SOURCES}")
+        return ([normalised_words(t, norm)] for t in ok["caption"].fillna("").astype(str))
+    parrots = ok[ok["is_parrot"].fillna(False).astype(bool)]
+    return (coemb_segments(w, c, norm)
+            for w, c in zip(map(_as_list, parrots["words"]), map(_as_list, parrots["co_words"])))
 
 
-def run_synth_vocab(index_path: str, source: str, n: int, top_k: int, normalisation: dict, out_path: str) -> None:
-    from .index import read_index_parts
+def index_batches(paths: Sequence[str], columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """The index parts' rows in part order, ``batch_rows`` at a time: no part is ever whole in memory."""
+    for path in paths:
+        try:
+            batches = pq.ParquetFile(path, page_checksum_verification=True).iter_batches(batch_rows, columns=columns)
+            for batch in batches:
+                yield batch.to_pandas()
+        except (OSError, ValueError) as exc:  # pyarrow's errors; a corrupt or stale part names its file
+            raise ValueError(f"cannot read {path}: {exc}. Delete it and rerun to rebuild it.") from exc
 
-    index = read_index_parts(index_path, columns=["status", "caption", "words", "co_words", "is_parrot"])
-    vocab = vocab_from_index(index, source, int(n), int(top_k), Normalisation.from_config(normalisation))
+
+def count_parts(paths: Sequence[str], source: str, n: int, norm: Normalisation, folder: Path,
+                batch_rows: int = BATCH_ROWS, flush_grams: int = FLUSH_GRAMS) -> list[Path]:
+    """Count the ``source`` grams of the index parts into ``(gram, count)`` parquet tables in
+    ``folder``. The normalisation is Python (the match stage's); counts are flushed to a table
+    whenever ``flush_grams`` distinct grams are held, so a gram may appear in several tables and
+    its count is their sum. Counts add up across batches, because a caption gram counts per
+    occurrence and a Co-Emb. gram once per image, and an image is never split between batches."""
+    files: list[Path] = []
+    counts: Counter = Counter()
+
+    def flush() -> None:
+        if counts:
+            files.append(folder / f"counts-{len(files):06d}.parquet")
+            pq.write_table(pa.table({"gram": pa.array(list(counts), pa.string()),
+                                     "count": pa.array(list(counts.values()), pa.int64())}), files[-1])
+            counts.clear()
+
+    batches = index_batches(paths, VOCAB_COLUMNS_READ[source], batch_rows)
+    for frame in tqdm(batches, desc=f"{source} {n}-grams", unit="batch", file=sys.stderr, mininterval=30):
+        counts.update(count_grams(vocab_docs(frame, source, norm), n, once_per_doc=source == "coemb"))
+        if len(counts) >= flush_grams:
+            flush()
+    flush()
+    return files
+
+
+def rank_grams(con, files: Sequence[Path], top_k: int) -> pd.DataFrame:
+    """The ``top_k`` grams by their count summed over the count tables, ties alphabetical: a
+    GROUP BY over every gram of the corpus, which the engine spills past its memory. DuckDB
+    orders strings by their UTF-8 bytes, which is code point order, Python's ``str`` order."""
+    if not files:
+        return vocab_table([])
+    ranked = con.execute(f"""SELECT gram, CAST(sum("count") AS BIGINT) AS n FROM {parquet_source(files)}
+                             GROUP BY gram ORDER BY n DESC, gram LIMIT {int(top_k)}""").fetchall()
+    return vocab_table(ranked)
+
+
+def synth_vocab(index_paths: Sequence[str], source: str, n: int, top_k: int, norm: Normalisation,
+                engine: Engine = Engine()) -> pd.DataFrame:
+    """The ``source`` ``n``-gram vocabulary of the index parts (processed samples only): counted
+    in Python a batch at a time, summed and ranked by DuckDB, so memory is one batch, the
+    counter and the engine's limit, whatever the dataset's size."""
+    _check_vocab_args(source, n, top_k)
+    with tempfile.TemporaryDirectory(prefix="synth-vocab-", dir=engine.tmpdir or None) as folder:
+        files = count_parts(index_paths, source, n, norm, Path(folder))
+        return rank_grams(connect(engine), files, top_k)
+
+
+def run_synth_vocab(index_paths: Sequence[str], source: str, n: int, top_k: int, normalisation: dict, out_path: str,
+                    engine: Engine = Engine()) -> None:
+    """Write the vocabulary of the index parts (``synth.top_k`` grams) for the rule ``synth_vocab``."""
+    vocab = synth_vocab(index_paths, source, int(n), int(top_k), Normalisation.from_config(normalisation), engine)
     log.info("%s %d-gram vocabulary: %d grams (top_k %d)", source, n, len(vocab), top_k)
     write_parquet(vocab, out_path, key="gram")
 
