@@ -22,8 +22,6 @@
 # a subset's criteria and train.hparams at once) plans the unchanged subsets' retraining only in
 # the next run; `snakemake -n` after the run shows it.
 
-import re
-
 from parrotscope.curate import needs_scores, subset_wildcard
 from parrotscope.filters import filter_subsets
 from parrotscope.materialise import COUNTS_FILE, SIZES_FILE, piece_path, plan_passes, shard_names
@@ -38,6 +36,7 @@ MATERIALISE_PASSES = plan_passes(
     [s for s, conds in config["curate"]["subsets"].items() if needs_scores(conds, config["score"]["scorers"])],
     filter_subsets(config),
     MATERIALISE["passes"],
+    used=[*config["str"]["sources"], *config["filters"]["references"]],
 )
 
 
@@ -52,7 +51,6 @@ def subset_listing(dataset, subset):
 
 
 for _pass, _subsets in MATERIALISE_PASSES.items():
-    _pass = re.sub(r"\W", "_", _pass)  # a table's name may hold any character; rule names may not
 
     rule:
         name:

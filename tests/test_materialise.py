@@ -310,17 +310,25 @@ def test_no_uids_no_file_and_the_counts_say_why(tmp_path):
 
 
 def test_passes_keep_table3_apart_from_scores_and_merge_on_request():
-    tables = {"table3": ["random", "no_text"], "table4": ["cotr_ge_0.5"], "table5": ["rsa_ge_0.1"]}
-    curated = ["random", "no_text", "cotr_ge_0.5", "rsa_ge_0.1", "extra_text", "extra_scored"]
-    scored = ["rsa_ge_0.1", "extra_scored"]
+    tables = {"table3": ["random", "no_text"], "table4": ["cotr_ge_0.5"], "table 5": ["rsa_ge_0.1"]}
+    curated = ["random", "no_text", "cotr_ge_0.5", "rsa_ge_0.1", "src_text", "src_scored", "unused.1"]
+    scored = ["rsa_ge_0.1", "src_scored"]
     filters = ["filter_fix", "filter_random"]
-    assert plan_passes(tables, curated, scored, filters) == {
-        "table3": ["random", "no_text"], "table4": ["cotr_ge_0.5"], "table5": ["rsa_ge_0.1"],
-        "text": ["extra_text"], "scored": ["extra_scored"], "filters": filters}
-    assert plan_passes(tables, curated, scored, filters, "dependency") == {
-        "text": ["random", "no_text", "cotr_ge_0.5", "extra_text"], "scored": ["rsa_ge_0.1", "extra_scored"],
-        "filters": filters}
-    assert plan_passes(tables, curated, scored, filters, "single") == {"all": [*curated, *filters]}
+    used = ["src_text", "src_scored", "pool", "filter_random"]
+    assert plan_passes(tables, curated, scored, filters, used=used) == {
+        "table3": ["random", "no_text"], "table4": ["cotr_ge_0.5"], "table_5": ["rsa_ge_0.1"],
+        "text": ["src_text"], "scored": ["src_scored"], "filters": filters, "subset_unused_1": ["unused.1"]}
+    assert plan_passes(tables, curated, scored, filters, "dependency", used) == {
+        "text": ["random", "no_text", "cotr_ge_0.5", "src_text"], "scored": ["rsa_ge_0.1", "src_scored"],
+        "filters": filters, "subset_unused_1": ["unused.1"]}
+    assert plan_passes(tables, curated, scored, filters, "single", used) == {
+        "all": ["random", "no_text", "cotr_ge_0.5", "rsa_ge_0.1", "src_text", "src_scored", *filters],
+        "subset_unused_1": ["unused.1"]}
+    # Every subset in exactly one pass, whatever the mode; names fit rule names.
+    for mode in ("table", "dependency", "single"):
+        passes = plan_passes({"text": ["random"], "all": ["no_text"]}, curated, scored, filters, mode, used)
+        placed = [s for subsets in passes.values() for s in subsets]
+        assert sorted(placed) == sorted([*curated, *filters]) and all(n.isidentifier() for n in passes)
     with pytest.raises(MaterialiseError, match="materialise.passes"):
         plan_passes(tables, curated, scored, filters, "per_subset")
 

@@ -30,13 +30,14 @@ Reduce (one job per subset, reading only its own pieces)
     (counts, the uid verdict) and, where it applies, ``uids.npy`` in the subset's directory.
 
 Passes
-    :func:`plan_passes` groups subsets into passes. Each pass is one map job per part; a pass only
-    waits for the selections of its own subsets. ``table`` (default): one pass per curation table
-    (Table 3's run reads the shards once, waits for no scoring and no other table's selection),
-    the filters' subsets in one pass, subsets in no table by what their selection reads (the text
-    index or scores). ``dependency``: text-index subsets (Curation I-II), scored subsets
-    (Curation III), filter subsets. ``single``: one pass for everything, for a cluster run of all
-    tables that reads every source shard exactly once.
+    :func:`plan_passes` groups subsets into passes. Each pass is one map job per part; a pass
+    waits for the selections of all its subsets, and fails if one of them does. ``table``
+    (default): one pass per curation table (Table 3's run reads the shards once, waits for no
+    scoring and no other table's selection), the filters' subsets in one pass, other subsets in use
+    by what their selection reads (the text index or scores). ``dependency``: text-index subsets
+    (Curation I-II), scored subsets (Curation III), filter subsets. ``single``: one pass for
+    everything in use, for a cluster run of all tables that reads every source shard exactly once.
+    A subset nothing uses is materialised alone, on request.
 
 DataComp uids
     DataComp selects samples by uid: its resharder (``resharder.py --subset-file`` in
@@ -123,36 +124,46 @@ def index_path_of(piece: str | os.PathLike) -> Path:
 
 
 def plan_passes(tables: Mapping[str, Sequence[str]], curated: Sequence[str], scored: Iterable[str],
-                filters: Sequence[str], mode: str = "table") -> dict[str, list[str]]:
+                filters: Sequence[str], mode: str = "table", used: Iterable[str] = ()) -> dict[str, list[str]]:
     """Subsets per pass (pass name -> subset names, each subset in exactly one pass).
 
     ``tables``: curation table -> its subsets; ``curated``: every subset of ``curate.subsets``;
-    ``scored``: those whose selection reads scores; ``filters``: the filters' subsets. See the
-    module docstring for the modes. Empty passes are left out.
+    ``scored``: those whose selection reads scores; ``filters``: the filters' subsets; ``used``:
+    other subsets something trains on (``str.sources``, ``filters.references``). See the module
+    docstring for the modes. A curated subset that no table lists and nothing uses gets a pass of
+    its own (``subset_<name>``), run only when asked for: its criteria may not even be satisfiable
+    on the data (the demo's RSC < 0), and a pass needs every one of its selections. Pass names are
+    made of letters, digits and ``_`` (they name rules); empty passes are left out.
     """
     if mode not in PASS_MODES:
         raise MaterialiseError(f"config materialise.passes: {mode!r} is not one of {list(PASS_MODES)}")
     scored = set(scored)
-    by_dependency = {
-        "text": [s for s in curated if s not in scored],
-        "scored": [s for s in curated if s in scored],
-        "filters": list(filters),
-    }
+    tabled = list(dict.fromkeys(s for names in tables.values() for s in names if s in curated))
+    in_use = list(dict.fromkeys([*tabled, *(s for s in used if s in curated)]))
+    groups: list[tuple[str, list[str]]] = []
     if mode == "single":
-        passes = {"all": [*curated, *filters]}
-    elif mode == "dependency":
-        passes = by_dependency
+        groups.append(("all", [*in_use, *filters]))
     else:
-        passes, placed = {}, set()
-        for table, names in tables.items():
-            mine = [s for s in dict.fromkeys(names) if s in curated and s not in placed]
-            placed.update(mine)
-            passes[table] = mine
-        for group in ("text", "scored", "filters"):
-            rest = [s for s in by_dependency[group] if s not in placed]
-            name = group if group not in passes else f"{group}_rest"
-            passes[name] = rest
-    return {name: subsets for name, subsets in passes.items() if subsets}
+        rest = in_use
+        if mode == "table":
+            placed: set[str] = set()
+            for table, names in tables.items():
+                mine = [s for s in dict.fromkeys(names) if s in curated and s not in placed]
+                placed.update(mine)
+                groups.append((table, mine))
+            rest = [s for s in in_use if s not in placed]
+        groups += [("text", [s for s in rest if s not in scored]), ("scored", [s for s in rest if s in scored]),
+                   ("filters", list(filters))]
+    groups += [(f"subset_{s}", [s]) for s in curated if s not in in_use]
+    passes: dict[str, list[str]] = {}
+    for name, subsets in groups:
+        if not subsets:
+            continue
+        safe = re.sub(r"\W", "_", name)
+        while safe in passes:
+            safe += "_"
+        passes[safe] = subsets
+    return passes
 
 
 # --- tar writing ---------------------------------------------------------------------------------
