@@ -8,7 +8,7 @@ run's index, pool shards, subsets and synthetic benchmark). Each variant is
 
 * ``SUBSET`` ``text_only`` (or any curated subset of the run): the workflow's own subset shards;
 * ``SUBSET`` ``parrots``: every pool image whose caption words were all spotted (CoTR = 1, exact
-  parrots only), materialised here by :func:`parrotscope.curate.materialise_subset`;
+  parrots only), materialised here by :func:`parrotscope.materialise.materialise_subset`;
 * ``SUBSET`` ``exactP``: 1,600 pool images with text, P% of them exact parrots (``parrot_subset``).
 
 Reading is measured on the run's synthetic Co-Emb. benchmark (word accuracy and sync gap, as the
@@ -49,7 +49,7 @@ def parrot_subset(workdir: Path, name: str = "parrots", size: int = 1600) -> Pat
     """
     import pandas as pd
 
-    from parrotscope.curate import materialise_subset
+    from parrotscope.materialise import materialise_subset
 
     out = workdir / "bench" / "reading_onset" / name / "shards"
     if not (out / "sizes.json").exists():

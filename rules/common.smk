@@ -181,21 +181,27 @@ def train_arch(name):
 
 
 def train_shards(wildcards):
-    """Shards a model trains on, as inputs: a subset's shards. None for subset `pool` (the whole
-    dataset): its job reads them from parts.json (train_counts), because ~230k shard inputs make
-    planning quadratic (bench/bench_plan.py)."""
+    """Shards a model trains on, as inputs: a subset's shards, or with `materialise.output:
+    listing` its pieces (ancient, as for the reduce: rules/materialise.smk). None for subset `pool`
+    (the whole dataset): its job reads them from parts.json (train_counts), because ~230k shard
+    inputs make planning quadratic (bench/bench_plan.py)."""
     if wildcards.subset == "pool":
         return []
-    from parrotscope.curate import shard_names
+    if config["materialise"]["output"] == "listing":
+        return [ancient(p) for p in subset_pieces(wildcards.dataset, wildcards.subset)]
+    from parrotscope.materialise import shard_names
 
     return [f"results/{wildcards.dataset}/subsets/{wildcards.subset}/shards/{name}"
             for name in shard_names(config["curate"]["n_shards"])]
 
 
 def train_counts(wildcards):
-    """How many samples the training shards hold: parts.json for the pool, sizes.json for a subset."""
+    """How many samples the training shards hold: parts.json for the pool, else the subset's
+    sizes.json (OpenCLIP's: shard file name -> samples), beside its shards or its pieces."""
     if wildcards.subset == "pool":
         return f"results/{wildcards.dataset}/parts.json"
+    if config["materialise"]["output"] == "listing":
+        return subset_listing(wildcards.dataset, wildcards.subset)
     return f"results/{wildcards.dataset}/subsets/{wildcards.subset}/shards/sizes.json"
 
 

@@ -1,15 +1,11 @@
 # Stage `curate`: equal-size training subsets chosen by criteria on the parrot index (Curation I-III).
-# Selection (keys only) and materialising (copying samples into shards) are separate jobs, as in
-# DataComp: criteria can be inspected, and changed, without copying images.
+# Selection (keys only) and materialising (copying samples into shards, rules/materialise.smk) are
+# separate jobs, as in DataComp: criteria can be inspected, and changed, without copying images.
 
-from parrotscope.curate import (SIZES_FILE, check_curate, curate_scorer, needs_scores, shard_names, subset_size,
-                                subset_wildcard)
-from parrotscope.filters import filter_subsets
+from parrotscope.curate import check_curate, curate_scorer, needs_scores, subset_size, subset_wildcard
 
 check_curate(config)
 CURATE_SUBSET = subset_wildcard(config["curate"]["subsets"])
-# Subsets materialised here: the curated ones and those the filters stage selects (rules/filters.smk).
-SHARDED_SUBSET = subset_wildcard([*config["curate"]["subsets"], *filter_subsets(config)])
 
 
 def curate_index(wildcards):
@@ -43,30 +39,3 @@ rule curate_select:
         "../envs/core.yaml"
     script:
         "../scripts/curate_select.py"
-
-
-rule curate_shards:
-    input:
-        key_table="results/{dataset}/subsets/{subset}/keys.parquet",
-        # The dataset's shards are read from parts.json, not listed as inputs: with ~230k shards,
-        # every subset job listing them all makes planning quadratic (bench/bench_plan.py).
-        parts="results/{dataset}/parts.json",
-    output:
-        shards=[f"results/{{dataset}}/subsets/{{subset}}/shards/{name}"
-                for name in shard_names(config["curate"]["n_shards"])],
-        sizes=f"results/{{dataset}}/subsets/{{subset}}/shards/{SIZES_FILE}",
-    wildcard_constraints:
-        subset=SHARDED_SUBSET,
-    params:
-        n_shards=config["curate"]["n_shards"],
-        code=code_version("curate", "shards", "ingest"),
-    log:
-        "logs/curate/{dataset}/{subset}.shards.log",
-    benchmark:
-        "benchmarks/curate/{dataset}/{subset}.shards.tsv"
-    resources:
-        mem_mb=2000,
-    conda:
-        "../envs/core.yaml"
-    script:
-        "../scripts/curate_shards.py"

@@ -1,6 +1,6 @@
 # Stage `filters`: the paper's text-oriented filter ("a simple fix", Sec. 8, Table 10) and the
 # filters it is compared with (CLIP-score top fraction, T-MARS, flip-CLIP, random), each written as
-# a subset (results/{dataset}/subsets/filter_<name>/keys.parquet + stats.json) that the curate,
+# a subset (results/{dataset}/subsets/filter_<name>/keys.parquet + stats.json) that the materialise,
 # train and evaluate rules materialise, train and evaluate like any curated subset.
 
 from parrotscope.cluster import cluster_scorer

@@ -1,9 +1,8 @@
-"""Curation: criteria pick exactly the matching status-ok rows, sampling is reproducible, and
-materialised subsets are equal-size shards with the source bytes, written all-or-nothing."""
+"""Curation: criteria pick exactly the matching status-ok rows and sampling is reproducible
+(materialising the chosen samples: tests/test_materialise.py)."""
 
 import json
 import math
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -15,18 +14,13 @@ from parrotscope.curate import (
     PAPER_TABLES,
     CriterionError,
     CurateError,
-    SampleNotFound,
     SubsetTooSmall,
     check_curate,
-    materialise_subset,
     needs_scores,
     run_select,
     select_subset,
 )
 from parrotscope.io import read_json, read_parquet, write_parquet
-from parrotscope.shards import iter_shard
-
-from conftest import image_bytes, write_tar
 
 NAN = float("nan")
 COTRS = (0.0, 0.25, 0.3, 0.5, 0.8, 1.0)
@@ -226,130 +220,6 @@ def test_check_curate_accepts_the_paper_config_and_names_mistakes():
         with pytest.raises(CurateError) as err:
             check_curate({**config, "curate": {**config["curate"], **change}})
         assert message in str(err.value)
-
-
-# --- materialising -----------------------------------------------------------------------------
-
-
-def sample_members(key, i):
-    return {"jpg": image_bytes(color=(i * 20 % 255, 10, 10)), "txt": f"caption {key}".encode(),
-            "json": json.dumps({"key": key}).encode()}
-
-
-@pytest.fixture
-def source(tmp_path):
-    """Two source shards of six samples each; one sample carries an extra member (not copied)."""
-    shards, members = [], {}
-    for s, prefix in enumerate("ab"):
-        entries = []
-        for i in range(6):
-            key = f"{prefix}{i}"
-            members[key] = sample_members(key, 6 * s + i)
-            entries += [(f"{key}.{ext}", data) for ext, data in members[key].items()]
-            if key == "a1":
-                entries.append(("a1.npy", b"\x00" * 8))
-        shards.append(write_tar(tmp_path / f"{prefix}.tar", entries))
-    return shards, members
-
-
-def keys_table(keys, shards):
-    by_prefix = {"a": shards[0], "b": shards[1]}
-    return pd.DataFrame({"__key__": keys, "part": "p00000", "shard": [by_prefix[k[0]] for k in keys]})
-
-
-def read_out(out_dir, name):
-    return {s.key: s.files for s in iter_shard(str(out_dir / name))}
-
-
-def test_materialise_writes_equal_shards_with_identical_bytes(source, tmp_path):
-    shards, members = source
-    chosen = ["b5", "a1", "a2", "b0", "a4", "b3", "b2"]
-    out = tmp_path / "subset" / "shards"
-    result = materialise_subset(keys_table(chosen, shards), shards, out, 3)
-    sizes = read_json(out / "sizes.json")
-    assert sizes == {"00000.tar": 3, "00001.tar": 2, "00002.tar": 2} == result["sizes"]
-    assert result["n_samples"] == 7 and result["n_source_shards_read"] == 2 and result["n_members_dropped"] == 1
-    got = {}
-    for name, n in sizes.items():
-        samples = read_out(out, name)
-        assert len(samples) == n
-        got.update(samples)
-    assert sorted(got) == sorted(chosen)
-    for key, files in got.items():
-        assert files == members[key]  # same members, same bytes; a1.npy left out
-    assert sorted(p.name for p in out.iterdir()) == ["00000.tar", "00001.tar", "00002.tar", "sizes.json"]
-    assert [p.name for p in out.parent.iterdir()] == ["shards"]  # no temporary directory left
-
-
-def test_materialise_is_byte_reproducible_and_replaces_stale_shards(source, tmp_path):
-    shards, _ = source
-    keys = keys_table(["a0", "a3", "b1", "b4"], shards)
-    out = tmp_path / "shards"
-    materialise_subset(keys, shards, out, 3)
-    materialise_subset(keys.iloc[::-1], shards, tmp_path / "again", 2)
-    materialise_subset(keys, shards, out, 2)
-    assert sorted(p.name for p in out.iterdir()) == ["00000.tar", "00001.tar", "sizes.json"]
-    for name in ("00000.tar", "00001.tar"):
-        assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
-
-
-def test_missing_key_names_shard_and_key_and_leaves_no_output(source, tmp_path):
-    shards, _ = source
-    keys = keys_table(["a0", "b1", "b9"], shards)
-    out = tmp_path / "subset" / "shards"
-    with pytest.raises(SampleNotFound) as err:
-        materialise_subset(keys, shards, out, 2)
-    assert shards[1] in str(err.value) and "b9" in str(err.value)
-    assert not out.exists()
-    assert list((tmp_path / "subset").iterdir()) == []
-
-
-def test_materialise_reads_a_truncated_source_shard_as_ingest_did(source, tmp_path):
-    """A source shard cut inside a3 (recorded by ingest, `on_bad_shard: record`): keys before the
-    cut are copied whole; the cut sample, had it been selected, is a missing key, not half a sample."""
-    shards, members = source
-    with tarfile.open(shards[0]) as tar:
-        at = tar.getmember("a3.jpg").offset_data + 50
-    Path(shards[0]).write_bytes(Path(shards[0]).read_bytes()[:at])
-    out = tmp_path / "subset" / "shards"
-    materialise_subset(keys_table(["a0", "a2", "b1"], shards), shards, out, 1)
-    assert read_out(out, "00000.tar") == {k: members[k] for k in ("a0", "a2", "b1")}
-    with pytest.raises(SampleNotFound, match="a3"):
-        materialise_subset(keys_table(["a0", "a3"], shards), shards, tmp_path / "again", 1)
-
-
-def test_failure_keeps_an_earlier_complete_output(source, tmp_path):
-    shards, _ = source
-    out = tmp_path / "shards"
-    materialise_subset(keys_table(["a0", "b1"], shards), shards, out, 2)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(SampleNotFound):
-        materialise_subset(keys_table(["a0", "a7"], shards), shards, out, 2)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-
-
-def test_materialise_refuses_unknown_shards_and_empty_shards(source, tmp_path):
-    shards, _ = source
-    with pytest.raises(CurateError, match="not among the dataset"):
-        materialise_subset(keys_table(["a0"], shards), shards[1:], tmp_path / "x", 1)
-    with pytest.raises(CurateError, match="curate.n_shards"):
-        materialise_subset(keys_table(["a0"], shards), shards, tmp_path / "x", 2)
-
-
-def test_caption_only_in_json_becomes_a_txt_member(tmp_path):
-    jpg = image_bytes()
-    shard = write_tar(tmp_path / "c.tar", [("c0.jpg", jpg), ("c0.json", json.dumps({"caption": "Sale now"}).encode())])
-    keys = pd.DataFrame({"__key__": ["c0"], "part": ["p00000"], "shard": [shard]})
-    result = materialise_subset(keys, [shard], tmp_path / "out", 1)
-    files = read_out(tmp_path / "out", "00000.tar")["c0"]
-    assert files["txt"] == b"Sale now" and files["jpg"] == jpg and result["n_caption_from_json"] == 1
-
-
-def test_output_tars_carry_no_time_or_owner(source, tmp_path):
-    shards, _ = source
-    materialise_subset(keys_table(["a0", "b0"], shards), shards, tmp_path / "o", 1)
-    with tarfile.open(tmp_path / "o" / "00000.tar") as tar:
-        assert {(m.mtime, m.uid, m.uname) for m in tar.getmembers()} == {(0, 0, "")}
 
 
 def test_subset_size_follows_its_table():

@@ -83,13 +83,18 @@ def rules_with_envs() -> list[tuple[str, str, str | None, str | None]]:
     found = []
     for smk in sorted((ROOT / "rules").glob("*.smk")):
         text = smk.read_text()
-        for m in re.finditer(r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^\S|\Z)", text, re.M | re.S):
-            body = m.group(2)
+        named = [(m.group(1), m.group(2)) for m in
+                 re.finditer(r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^\S|\Z)", text, re.M | re.S)]
+        # Rules made in a loop (`rule:` indented, `name:` an expression): named by its literal start.
+        for m in re.finditer(r"^( +)rule:\n(.*?)(?=^(?!\1\s)|\Z)", text, re.M | re.S):
+            name = re.search(r"^\s+name:\s*\n?\s*[\"'](\w+)[\"']", m.group(2), re.M)
+            named.append((f"{name.group(1) if name else 'unnamed'}*", m.group(2)))
+        for rule, body in named:
             conda = re.search(r"^\s+conda:\s*\n?\s*[\"'](.+?)[\"']", body, re.M)
             script = re.search(r"^\s+script:\s*\n?\s*[\"'](.+?)[\"']", body, re.M)
             env = Path(conda.group(1)).name if conda else None
             path = str((smk.parent / script.group(1)).resolve().relative_to(ROOT)) if script else None
-            found.append((smk.name, m.group(1), env, path))
+            found.append((smk.name, rule, env, path))
     return found
 
 

@@ -33,30 +33,17 @@ Sampling
     must have the same size (the paper compares 3M to 3M), so a smaller one is never substituted.
 
 Materialising
-    Selection (keys only) and materialising (copying samples) are separate steps, as in DataComp.
-    :func:`materialise_subset` copies each chosen sample's members (image, ``txt``, ``json``;
-    bytes unchanged) into ``n_shards`` webdataset tars ``00000.tar``... whose sizes differ by at
-    most one, plus OpenCLIP's ``sizes.json``, which gives OpenCLIP's trainer the true sample count.
-    Completion protocol: every tar is written into a temporary directory beside the output
-    directory; only when all are complete are they renamed into it, ``sizes.json`` last. An
-    exception therefore leaves no new file in the output directory, and ``sizes.json`` present
-    means the shards beside it are complete.
+    Selection (keys only) and materialising (copying samples) are separate steps, as in DataComp:
+    :mod:`parrotscope.materialise` copies the chosen samples, one pass over the source shards for
+    many subsets.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import logging
 import operator
-import os
 import re
-import shutil
-import tarfile
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -65,7 +52,7 @@ from pandas.util import hash_array
 
 from .db import Engine, columns_of, connect, one_row, parquet_source, query_df, register_keyed_rank, sql_name, sql_string
 from .io import KEY, read_parquet, write_json, write_parquet
-from .shards import IMAGE_EXTS, OK, iter_shard
+from .shards import OK
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +105,6 @@ SUBSET_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # `pool` is the training stage's name for the whole dataset, so no subset may take it.
 RESERVED_SUBSETS = ("pool",)
 
-# Members a trainer or a later stage can use; anything else in a source sample is left out.
-KEEP_EXTS = (*IMAGE_EXTS, "txt", "json")
-SIZES_FILE = "sizes.json"
-SHARD_NAME = "{:05d}.tar"
-SHARD_NAME_RE = re.compile(r"^\d{5}\.tar$")
 
 # Columns summarised in stats.json when the index has them ({scorer} replaced).
 STAT_MEANS = {
@@ -146,10 +128,6 @@ class CriterionError(CurateError):
 
 class SubsetTooSmall(CurateError):
     """Fewer eligible samples than the configured subset size."""
-
-
-class SampleNotFound(CurateError, LookupError):
-    """A selected key is not in the shard the index records for it."""
 
 
 @dataclass(frozen=True)
@@ -367,171 +345,6 @@ def run_select(index_paths: Sequence[str], keys_path: str, stats_path: str, name
     return selection.stats
 
 
-# --- materialising -----------------------------------------------------------------------------
-
-
-def shard_names(n_shards: int) -> list[str]:
-    """File names of a subset's shards, for rules that name them as outputs or inputs."""
-    return [SHARD_NAME.format(i) for i in range(n_shards)]
-
-
-def assign_shards(keys: Sequence[str], n_shards: int) -> dict[str, int]:
-    """Output shard of each key: round-robin over the sorted keys, so sizes differ by at most one
-    and every output shard mixes all source shards (keys usually start with their shard's id)."""
-    return {key: i % n_shards for i, key in enumerate(sorted(keys))}
-
-
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    """A member header without time or owner, so the same selection gives byte-identical tars."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-def training_members(files: Mapping[str, bytes]) -> tuple[dict[str, bytes], bool]:
-    """The members to copy, and whether the caption came from the ``json`` member.
-
-    A sample whose caption is only in its ``json`` (ingest accepts that) gets a ``txt`` with that
-    caption, because OpenCLIP's trainer reads captions from ``txt`` only.
-    """
-    members = {ext: data for ext, data in files.items() if ext in KEEP_EXTS}
-    if "txt" in members:
-        return members, False
-    try:
-        caption = json.loads(members.get("json", b"{}").decode("utf-8")).get("caption")
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        caption = None
-    if not isinstance(caption, str):
-        return members, False
-    members["txt"] = caption.encode("utf-8")
-    return members, True
-
-
-def _check_sources(keys: pd.DataFrame, shards: Sequence[str]) -> dict[str, set[str]]:
-    """Selected keys grouped by source shard; every shard must be one of the dataset's."""
-    for col in (KEY, "shard"):
-        if col not in keys.columns:
-            raise CurateError(f"the keys table has no {col!r} column")
-    dup = keys[KEY].duplicated()
-    if dup.any():
-        raise CurateError(f"the keys table repeats keys, e.g. {keys.loc[dup, KEY].head(3).tolist()}")
-    known = set(shards)
-    unknown = sorted(set(keys["shard"]) - known)
-    if unknown:
-        raise CurateError(f"selected keys come from shard(s) {unknown[:3]} that are not among the dataset's "
-                          f"{len(known)} shards; the index is stale: rebuild it (and the subset's keys)")
-    return {shard: set(group[KEY]) for shard, group in keys.groupby("shard", sort=False)}
-
-
-def _fsync(fh) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
-
-
-def _write_shards(tmp_dir: Path, by_shard: dict[str, set[str]], shards: Sequence[str],
-                  assignment: dict[str, int], n_shards: int) -> dict:
-    """Stream every source shard once, writing each selected sample to its output tar."""
-    counts = {"members": {}, "n_caption_from_json": 0, "n_members_dropped": 0, "n_source_shards_read": 0}
-    sizes = [0] * n_shards
-    with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(open(tmp_dir / name, "wb")) for name in shard_names(n_shards)]
-        tars = [stack.enter_context(tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT))
-                for fh in files]
-        for shard in dict.fromkeys(shards):  # the dataset's order, each shard once
-            wanted = by_shard.get(shard)
-            if not wanted:
-                continue
-            counts["n_source_shards_read"] += 1
-            found: set[str] = set()
-            # A source shard cut since download is read as ingest read it (record mode): its
-            # cut sample was never selectable, and a selected key past the cut is reported below.
-            for sample in iter_shard(shard):
-                if sample.key not in wanted or sample.key in found or sample.cut:
-                    continue  # a repeated key is ingest's `duplicate_key`: the first one is the sample
-                found.add(sample.key)
-                members, from_json = training_members(sample.files)
-                counts["n_caption_from_json"] += from_json
-                counts["n_members_dropped"] += len(set(sample.files) - set(members))
-                out = assignment[sample.key]
-                for ext, data in members.items():
-                    tars[out].addfile(_tarinfo(f"{sample.key}.{ext}", len(data)), io.BytesIO(data))
-                    counts["members"][ext] = counts["members"].get(ext, 0) + 1
-                sizes[out] += 1
-            missing = sorted(wanted - found)
-            if missing:
-                raise SampleNotFound(
-                    f"shard {shard}: selected key {missing[0]} not found"
-                    + (f" ({len(missing)} selected keys missing, e.g. {missing[:3]})" if len(missing) > 1 else "")
-                    + "; the shard changed since the index was built: rebuild the index and the subset")
-        for tar, fh in zip(tars, files):
-            tar.close()
-            _fsync(fh)
-    counts["sizes"] = {name: n for name, n in zip(shard_names(n_shards), sizes)}
-    return counts
-
-
-def _publish(tmp_dir: Path, out_dir: Path, names: Sequence[str]) -> None:
-    """Move finished shards into ``out_dir``, ``sizes.json`` last (the completion marker).
-
-    The old marker goes first and shards of an earlier run with more shards are removed, so the
-    directory never pairs a marker with shards it does not describe.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / SIZES_FILE).unlink(missing_ok=True)
-    for stale in out_dir.iterdir():
-        if SHARD_NAME_RE.match(stale.name) and stale.name not in names:
-            stale.unlink()
-    for name in names:
-        os.replace(tmp_dir / name, out_dir / name)
-    os.replace(tmp_dir / SIZES_FILE, out_dir / SIZES_FILE)
-
-
-def materialise_subset(keys: pd.DataFrame, shards: Sequence[str], out_dir: str | os.PathLike,
-                       n_shards: int) -> dict:
-    """Copy the selected samples into ``n_shards`` equal-size tars in ``out_dir`` plus ``sizes.json``.
-
-    ``keys`` has ``__key__`` and ``shard`` (the source shard URL as the index records it);
-    ``shards`` is the dataset's shard list, read in that order, each shard at most once.
-    Returns the sample count, the shard sizes and member counts. A key missing from its shard
-    raises :class:`SampleNotFound`; an error while reading or writing leaves the output directory
-    as it was (only the final renames touch it, ``sizes.json`` last).
-    """
-    n = len(keys)
-    if n_shards < 1:
-        raise CurateError(f"curate.n_shards must be at least 1, got {n_shards}")
-    if n < n_shards:
-        raise CurateError(f"{n} selected samples cannot fill {n_shards} non-empty shards; "
-                          f"lower config `curate.n_shards` or raise `curate.size`")
-    by_shard = _check_sources(keys, shards)
-    assignment = assign_shards(keys[KEY].tolist(), n_shards)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        result = _write_shards(tmp_dir, by_shard, shards, assignment, n_shards)
-        with open(tmp_dir / SIZES_FILE, "w") as fh:
-            json.dump(result["sizes"], fh, indent=2)
-            fh.write("\n")
-            _fsync(fh)
-        _publish(tmp_dir, out_dir, shard_names(n_shards))
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    result.update(n_samples=n, n_shards=n_shards)
-    return result
-
-
-def run_materialise(keys_path: str, shards: Sequence[str], out_dir: str, n_shards: int) -> dict:
-    """Materialise the subset whose keys are in ``keys_path`` (see :func:`materialise_subset`)."""
-    result = materialise_subset(read_parquet(keys_path), shards, out_dir, n_shards)
-    log.info("materialised %d samples into %d shards in %s: %s", result["n_samples"], result["n_shards"],
-             out_dir, {k: v for k, v in result.items() if k != "sizes"})
-    return result
-
-
 # --- configuration -----------------------------------------------------------------------------
 
 
@@ -597,3 +410,18 @@ def check_curate(config: Mapping) -> None:
     if size is not None and n_shards is not None and n_shards > size:
         raise CurateError(f"config curate.n_shards ({n_shards}) exceeds curate.size ({size}): "
                           f"a shard would be empty")
+
+
+# Materialising moved to parrotscope.materialise; these names still resolve from here. Imported on
+# first use, not at module level: the rules' code hashes follow module-level imports, and editing
+# how samples are copied must not rerun selection.
+_MOVED = ("KEEP_EXTS", "SIZES_FILE", "SHARD_NAME", "SHARD_NAME_RE", "SampleNotFound", "assign_shards",
+          "materialise_subset", "shard_names", "training_members")
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        from . import materialise
+
+        return getattr(materialise, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

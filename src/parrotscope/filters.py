@@ -3,7 +3,7 @@ filters it is compared with, each written as a training subset of the curate/tra
 
 Every filter writes ``results/{dataset}/subsets/filter_<name>/keys.parquet`` (``__key__, part,
 shard``, sorted by key) and ``stats.json``, the layout of :mod:`parrotscope.curate`, so the existing
-``curate_shards``, ``train``, ``evaluate`` and ``evaluate_sync`` rules materialise, train and
+``materialise_*``, ``train``, ``evaluate`` and ``evaluate_sync`` rules materialise, train and
 evaluate them unchanged. Only status-ok samples (ingested, decoded, spotted) are ever chosen.
 
 The fix (``filter_fix``), the paper's 100M LAION subset in four steps, each applied to what the

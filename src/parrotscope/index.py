@@ -56,9 +56,3 @@ def run_index_part(part: str, samples: str, spot: str, match: str, scores: dict[
     write_parquet(frame, out_path)
     return len(frame)
 
-
-def read_index_parts(paths: list[str], columns: list[str] | None = None) -> pd.DataFrame:
-    """The index parts in one DataFrame, in part order: for steps whose input is bounded by a
-    sample (tests, small configs). Dataset-wide steps query the parts through parrotscope.db."""
-    frames = [read_parquet(p, columns=columns) for p in paths]
-    return pd.concat(frames, ignore_index=True)
