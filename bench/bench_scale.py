@@ -9,8 +9,10 @@ For each size N the benchmark synthesizes a LAION-shaped dataset in parts of ``-
 (default 2M: LAION-2B in 460 parts of 500 shards holds ~4.3M per part): the per-part tables of
 ingest (captions of LAION's length: 1 + Poisson(9) words from a Zipf vocabulary of 50,000), spot
 (55% of images with 1-6 spotted words and their polygons), match (half of the text images parrot
-their words), score (S(raw), the four removals, RSA/RSC), the filters' per-part tables and the
-cluster assignment; then the index parts are written by the index stage's own per-part function
+their words), score (S(raw), the four removals, RSA/RSC), the filters' re-scores (T-MARS, flip),
+the cluster assignment (4,000 clusters) and image embeddings for the fix's per-cluster dedup (16-d
+instead of CLIP's 512-d, so that 1e8 rows fit this machine's disk; the dedup's memory is one
+cluster's vectors either way); then the index parts are written by the index stage's own per-part function
 (:func:`parrotscope.index.run_index_part`), as the per-part jobs do.
 
 Each dataset-wide step then runs as its rule runs it (the same library call with the rule's
@@ -20,6 +22,10 @@ process, measuring wall time and peak resident memory (``wait4`` of that process
 which concatenated every part into one DataFrame) runs its index, Table 1, Table 2 and selection
 on the same data up to that size, for comparison. Results: a markdown table, printed and written
 under ``## dataset-wide steps at scale`` in docs/BENCHMARKS.md unless ``--no-write``.
+
+Not run here: ``galleries`` (its dataset-wide part is the same top-share query as the CLIP-score
+baseline; it then reads the picked images from the shards, which synthetic tables do not have) and
+``cluster_fit`` (a bounded sample, ``cluster.fit_max_samples``, whatever N).
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ from benchdoc import add_common_arguments, publish
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## dataset-wide steps at scale"
 VOCAB = 50_000
+N_CLUSTERS = 4000   # the authors' K-means size
+EMBED_DIM = 16      # embeddings for the fix's per-cluster dedup; CLIP's are 512-d (32x the bytes)
+NORMALISATION = {"lowercase": True, "strip_punctuation": True, "strip_accents": True}
 SCORER = "ref"
 SUBSET_SHARE = 0.01  # a 1% subset: LAION-2B's 3M-of-2B subsets are 0.15%; 1% stresses the top-N more
 SUBSETS = {
@@ -161,11 +170,23 @@ def part_tables(part: int, rows: int, seed: int):
             "rsa": s_raw - s_all, "rsc": s_raw - s_co, "rsa_rand": s_raw - s_rand_all,
             "rsc_rand": s_raw - s_rand_co}.items()},
     })
-    assign = pa.table({"__key__": keys.filter(pa.array(ok)),
-                       "cluster": pa.array(rng.integers(0, 4000, int(ok.sum())).astype(np.int32)),
-                       "distance": pa.array(rng.random(int(ok.sum())).astype(np.float32))})
+    n_ok = int(ok.sum())
+    ok_keys = keys.filter(pa.array(ok))
+    assign = pa.table({"__key__": ok_keys,
+                       "cluster": pa.array(rng.integers(0, N_CLUSTERS, n_ok).astype(np.int32)),
+                       "distance": pa.array(rng.random(n_ok).astype(np.float32))})
+    # Image embeddings of the usable samples (EMBED_DIM, not CLIP's 512: see the module docstring).
+    emb = rng.normal(size=(n_ok, EMBED_DIM)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    embed = pa.table({"__key__": ok_keys,
+                      "image_emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), EMBED_DIM)})
+    tmars = pa.table({"__key__": keys, "status": status,
+                      "s_tmars": float_or_null(s_raw - 0.05 * parrot, has_text).cast(pa.float32())})
+    flip = pa.table({"__key__": keys, "status": status,
+                     "s_flip": float_or_null(s_raw - 0.03 * has_text, ok).cast(pa.float32())})
     return {"samples": samples, "spot": spot, "match": match, f"score/{SCORER}": score,
-            f"cluster/{SCORER}/assign": assign}
+            f"cluster/{SCORER}/assign": assign, f"embed/{SCORER}": embed,
+            f"filters/tmars/{SCORER}": tmars, f"filters/flip/{SCORER}": flip}
 
 
 def synthesize(root: Path, n_rows: int, part_rows: int, seed: int = 0) -> dict:
@@ -250,10 +271,83 @@ def step_select(name: str):
     return run
 
 
+def cluster_model(root: Path) -> str:
+    """A cluster model file of N_CLUSTERS centroids, as cluster_fit writes it (the figures merge
+    clusters by their centroids)."""
+    import numpy as np
+
+    from parrotscope.cluster import ClusterModel, save_model
+
+    path = root / "cluster_model.npz"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        save_model(ClusterModel(mean=np.zeros(EMBED_DIM, np.float32), components=np.eye(EMBED_DIM, dtype=np.float32),
+                                centroids=rng.normal(size=(N_CLUSTERS, EMBED_DIM)).astype(np.float32),
+                                explained_variance=np.ones(EMBED_DIM, np.float32), whiten=False,
+                                source="bench_scale", pca_dim_requested=EMBED_DIM), path)
+    return str(path)
+
+
+def step_fix(root: Path, m: dict, engine):
+    from parrotscope.filters import run_fix
+
+    p = m["paths"]
+    run_fix(p["index"], str(root / "out/filter_fix/keys.parquet"), str(root / "out/filter_fix/stats.json"), SCORER,
+            {"clip_threshold": 0.3, "aesthetic_threshold": 4.5, "dedup_threshold": 0.95},
+            p[f"cluster/{SCORER}/assign"], p[f"embed/{SCORER}"], [], engine)
+
+
+def step_baseline(method: str):
+    def run(root: Path, m: dict, engine):
+        from parrotscope.filters import run_baseline
+
+        p = m["paths"]
+        rescore = {"tmars": p[f"filters/tmars/{SCORER}"], "flip_clip": p[f"filters/flip/{SCORER}"]}.get(method, [])
+        run_baseline(method, p["index"], str(root / "out/filter_fix/stats.json"),
+                     str(root / f"out/filter_{method}/keys.parquet"), str(root / f"out/filter_{method}/stats.json"),
+                     SCORER, 0, {"clip_score": 0.3, "flip_clip": 0.3}, rescore, engine)
+    return run
+
+
+def step_vocab(source: str, n: int):
+    def run(root: Path, m: dict, engine):
+        from parrotscope.synth import run_synth_vocab
+
+        run_synth_vocab(m["paths"]["index_text"], source, n, 400_000, NORMALISATION,
+                        str(root / f"out/vocab_{source}_{n}.parquet"), engine)
+    return run
+
+
+def step_cluster_figures(root: Path, m: dict, engine):
+    from parrotscope.figures import run_cluster_figures
+
+    p = m["paths"]
+    run_cluster_figures(p["index"], p[f"cluster/{SCORER}/assign"], cluster_model(root), SCORER, 100, 0,
+                        str(root / "out/cluster_profile.csv"), str(root / "out/fig3a.png"),
+                        str(root / "out/fig5_left.png"), engine=engine)
+
+
+def step_text_figures(root: Path, m: dict, engine):
+    from parrotscope.figures import run_text_figures
+
+    p = m["paths"]
+    parts = [Path(x).stem for x in p["spot"]]
+    run_text_figures(p["index"], dict(zip(parts, p["spot"])), dict(zip(parts, p["samples"])), SCORER, NORMALISATION,
+                     20_000, 0, str(root / "out/fig4a.png"), str(root / "out/fig4b.png"), str(root / "out/fig4c.png"),
+                     engine=engine)
+
+
 STEPS = {
     "table1": step_table1,
     "table2": step_table2,
     **{f"select {name}": step_select(name) for name in SUBSETS},
+    "filter_fix": step_fix,
+    **{f"filter_baseline {method}": step_baseline(method) for method in ("clip_score", "tmars", "flip_clip", "random")},
+    "synth_vocab caption 1-gram": step_vocab("caption", 1),
+    "synth_vocab caption 2-gram": step_vocab("caption", 2),
+    "synth_vocab coemb 1-gram": step_vocab("coemb", 1),
+    "cluster_figures": step_cluster_figures,
+    "text_figures": step_text_figures,
 }
 
 
@@ -344,7 +438,9 @@ def report(results: list[dict], args) -> str:
              f"`bench/bench_scale.py` ({args.threads} threads, jobs of {args.mem_mb} MB: DuckDB limit "
              f"{int(args.mem_mb * 0.6)} MB). Synthetic LAION-shaped per-part tables in parts of "
              f"{fmt_rows(args.part_rows)} rows; each step in a fresh process, as its rule calls it; peak RSS of "
-             "that process. \"old\": the pre-DuckDB code on the same data (one concatenated index).", ""]
+             "that process. \"old\": the pre-DuckDB code on the same data (one concatenated index). "
+             f"1-minute load average {args.load_start:.1f} at the start and {args.load_end:.1f} at the end "
+             "(above 2, other work shared the 2 cores: wall times are upper bounds, memory is unaffected).", ""]
     lines += ["| rows | parts | data on disk | per-part index job | step | wall | peak RSS | rows/s | old: wall, peak RSS |",
               "|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for r in results:
@@ -381,6 +477,7 @@ def main() -> None:
         run_step(args)
         return
     results = []
+    args.load_start = os.getloadavg()[0]
     for n in args.sizes:
         root = args.data / fmt_rows(n)
         part_rows = min(args.part_rows, max(1, n // 10))  # at least ten parts
@@ -399,6 +496,7 @@ def main() -> None:
             shutil.rmtree(root / "out", ignore_errors=True)
             shutil.rmtree(root / "old", ignore_errors=True)
     args.part_rows = min(args.part_rows, max(1, args.sizes[-1] // 10))
+    args.load_end = os.getloadavg()[0]
     publish(SECTION, report(results, args), args)
 
 
