@@ -12,15 +12,40 @@ def synth_eval_path(dataset, model, source, n, ext):
     return f"results/synth/{dataset}/eval/{model}/{source}_{n}gram.{ext}"
 
 
-rule synth_vocab:
+rule synth_counts:
+    # Per part: the part's gram counts (the Python normalisation runs here, in parallel).
     input:
         # Captions and Co-Emb. words only: the text index, so the benchmark needs no scoring.
-        index=per_part("results/{dataset}/index_text/{part}.parquet"),
+        index="results/{dataset}/index_text/{part}.parquet",
+    output:
+        "results/synth/{dataset}/counts/{source}_{n}gram/{part}.parquet",
+    params:
+        normalisation=config["match"]["normalisation"],
+        code=code_version("synth", "match"),
+    wildcard_constraints:
+        source="caption|coemb",
+        n=r"\d+",
+    log:
+        "logs/synth/{dataset}/counts_{source}_{n}gram/{part}.log",
+    benchmark:
+        "benchmarks/synth/{dataset}/counts_{source}_{n}gram/{part}.tsv"
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/synth_counts.py"
+
+
+rule synth_vocab:
+    # Dataset-wide: the parts' counts summed and ranked by DuckDB (a GROUP BY over every gram).
+    input:
+        counts=lambda w: [f"results/synth/{w.dataset}/counts/{w.source}_{w.n}gram/{p}.parquet"
+                          for p in part_names(w.dataset)],
     output:
         "results/synth/{dataset}/{source}_{n}gram.parquet",
     params:
         top_k=config["synth"]["top_k"],
-        normalisation=config["match"]["normalisation"],
         code=code_version("synth", "match"),
     wildcard_constraints:
         source="caption|coemb",
@@ -29,7 +54,6 @@ rule synth_vocab:
         "logs/synth/{dataset}/vocab_{source}_{n}gram.log",
     benchmark:
         "benchmarks/synth/{dataset}/vocab_{source}_{n}gram.tsv"
-    # Dataset-wide: grams counted a batch of rows at a time, summed and ranked by DuckDB.
     threads: config["db"]["threads"]
     resources:
         mem_mb=config["db"]["mem_mb"],

@@ -1,8 +1,7 @@
 from parrotscope.db import engine_of
 from parrotscope.smk import log_to_file
-from parrotscope.synth import run_synth_vocab
+from parrotscope.synth import run_vocab_from_counts
 
 with log_to_file(snakemake):
-    w, p = snakemake.wildcards, snakemake.params
-    run_synth_vocab(list(snakemake.input.index), w.source, int(w.n), p.top_k, p.normalisation, snakemake.output[0],
-                    engine_of(snakemake.resources, snakemake.threads))
+    run_vocab_from_counts(list(snakemake.input.counts), snakemake.params.top_k, snakemake.output[0],
+                          engine_of(snakemake.resources, snakemake.threads))

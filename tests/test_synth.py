@@ -501,3 +501,20 @@ def test_a_single_gram_has_no_gap(tmp_path, tiny_scorer):
     metrics, frame = sync_metrics(tiny_scorer, tmp_path / "one", progress=False)
     assert metrics["n_images"] == 1 and metrics["sync_gap_mean"] is None and metrics["other_mean"] is None
     assert metrics["sync_score_mean"] == pytest.approx(float(frame["own"].iloc[0]))
+
+
+def test_per_part_counts_then_the_dataset_wide_rank_give_the_same_file(tmp_path):
+    """The rules' split: `synth_counts` per part, `synth_vocab` over the parts' counts."""
+    from parrotscope.synth import run_synth_counts, run_vocab_from_counts
+
+    index = messy_index()
+    paths = write_index(tmp_path, index, parts=3)
+    norm = {"lowercase": True, "strip_punctuation": True, "strip_accents": True}
+    counts = [str(tmp_path / f"counts-{i}.parquet") for i in range(len(paths))]
+    for path, out in zip(paths, counts):
+        run_synth_counts(path, "caption", 2, norm, out, Engine(tmpdir=str(tmp_path)))
+    run_vocab_from_counts(counts, 7, str(tmp_path / "split.parquet"), Engine(tmpdir=str(tmp_path)))
+    write_parquet(ref_vocab(index, "caption", 2, 7, NORM), tmp_path / "expected.parquet", key="gram")
+    assert (tmp_path / "split.parquet").read_bytes() == (tmp_path / "expected.parquet").read_bytes()
+    part = read_parquet(counts[0])
+    assert list(part.columns) == ["gram", "count"] and part["gram"].is_unique

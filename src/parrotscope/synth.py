@@ -70,7 +70,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from .db import Engine, connect, parquet_source
+from .db import Engine, connect, copy_to_parquet, parquet_source
 from .io import KEY, atomic_dir, atomic_path, batched, read_json, read_parquet, write_json, write_parquet
 from .match import Normalisation, normalise_word
 
@@ -220,15 +220,47 @@ def rank_grams(con, files: Sequence[Path], top_k: int) -> pd.DataFrame:
     return vocab_table(ranked)
 
 
+def count_part(index_path: str, source: str, n: int, norm: Normalisation, out_path: str | os.PathLike,
+               engine: Engine = Engine()) -> None:
+    """One index part's ``(gram, count)`` table: the per-part job of the vocabularies. The Python
+    normalisation is the costly part (about 1e4-1e5 captions a second per core), so it runs where
+    the parts run, in parallel; the dataset-wide step only sums these tables (:func:`rank_grams`).
+    The part's flushed counts are summed by the engine, so memory stays bounded for any part."""
+    _check_vocab_args(source, n, 1)
+    with tempfile.TemporaryDirectory(prefix="synth-counts-", dir=engine.tmpdir or None) as folder:
+        files = count_parts([index_path], source, n, norm, Path(folder))
+        if not files:  # a part without a processed sample: an empty table of the same schema
+            with atomic_path(out_path, suffix=".parquet") as tmp:
+                pq.write_table(pa.table({"gram": pa.array([], pa.string()), "count": pa.array([], pa.int64())}), tmp)
+            return
+        copy_to_parquet(connect(engine), f'SELECT gram, CAST(sum("count") AS BIGINT) AS "count" '
+                                         f"FROM {parquet_source(files)} GROUP BY gram", out_path)
+
+
 def synth_vocab(index_paths: Sequence[str], source: str, n: int, top_k: int, norm: Normalisation,
                 engine: Engine = Engine()) -> pd.DataFrame:
-    """The ``source`` ``n``-gram vocabulary of the index parts (processed samples only): counted
-    in Python a batch at a time, summed and ranked by DuckDB, so memory is one batch, the
-    counter and the engine's limit, whatever the dataset's size."""
+    """The ``source`` ``n``-gram vocabulary of the index parts (processed samples only): each part
+    counted (:func:`count_part`), the counts summed and ranked by DuckDB (:func:`rank_grams`), as
+    the rules ``synth_counts`` and ``synth_vocab`` do it."""
     _check_vocab_args(source, n, top_k)
     with tempfile.TemporaryDirectory(prefix="synth-vocab-", dir=engine.tmpdir or None) as folder:
-        files = count_parts(index_paths, source, n, norm, Path(folder))
+        files = [Path(folder) / f"{i:06d}.parquet" for i in range(len(index_paths))]
+        for path, out in zip(index_paths, files):
+            count_part(path, source, n, norm, out, engine)
         return rank_grams(connect(engine), files, top_k)
+
+
+def run_synth_counts(index_path: str, source: str, n: int, normalisation: dict, out_path: str,
+                     engine: Engine = Engine()) -> None:
+    """The rule ``synth_counts``: one part's gram counts."""
+    count_part(index_path, source, int(n), Normalisation.from_config(normalisation), out_path, engine)
+
+
+def run_vocab_from_counts(count_paths: Sequence[str], top_k: int, out_path: str, engine: Engine = Engine()) -> None:
+    """The rule ``synth_vocab``: the ``top_k`` grams of the summed per-part counts (dataset-wide)."""
+    vocab = rank_grams(connect(engine), count_paths, int(top_k))
+    log.info("vocabulary of %d parts: %d grams (top_k %d)", len(count_paths), len(vocab), top_k)
+    write_parquet(vocab, out_path, key="gram")
 
 
 def run_synth_vocab(index_paths: Sequence[str], source: str, n: int, top_k: int, normalisation: dict, out_path: str,
