@@ -501,6 +501,33 @@ def fmt_rows(n: int) -> str:
     return f"{n / 1e6:g}M"
 
 
+LAION2B_ROWS = 1.985e9  # pairs in LAION-2B-en (the paper's pool)
+
+
+def extrapolation(results: list[dict]) -> list[str]:
+    """Per step: wall time per 1e8 rows at the largest size, the time that gives at LAION-2B's
+    rows (linear: every step is a scan, a top-N or a hash aggregation), and how peak memory moved
+    between the two largest sizes (flat when the engine's limit, not N, sets it)."""
+    if len(results) < 2:
+        return []
+    big, prev = results[-1], results[-2]
+    n_big, n_prev = big["manifest"]["n_rows"], prev["manifest"]["n_rows"]
+    before = {s.step: s for s in prev["steps"]}
+    lines = ["", f"Extrapolated to LAION-2B ({LAION2B_ROWS:.3g} rows) from the {fmt_rows(n_big)} run, on the same job "
+             "(2 threads, the same memory): wall time scales with the rows (the ratio column shows how it grew "
+             f"from {fmt_rows(n_prev)} to {fmt_rows(n_big)} rows, {n_big / n_prev:g}x the rows); peak memory does not.", "",
+             f"| step | wall per 1e8 rows | at LAION-2B | wall growth {fmt_rows(n_prev)} → {fmt_rows(n_big)} | "
+             f"peak RSS {fmt_rows(n_prev)} → {fmt_rows(n_big)} |", "|---|---:|---:|---:|---|"]
+    for s in big["steps"]:
+        if not s.ok or "one part" in s.step or s.step not in before or not before[s.step].ok:
+            continue
+        per = s.seconds * 1e8 / n_big
+        hours = s.seconds * LAION2B_ROWS / n_big / 3600
+        lines.append(f"| {s.step} | {per:.0f} s | {hours:.1f} h | {s.seconds / before[s.step].seconds:.1f}x | "
+                     f"{before[s.step].peak_gb:.2f} → {s.peak_gb:.2f} GB |")
+    return lines
+
+
 def report(results: list[dict], args) -> str:
     lines = [SECTION, "",
              f"Measured {datetime.date.today()} on {platform.node() or 'this machine'} ({os.cpu_count()} cores, "
@@ -527,7 +554,20 @@ def report(results: list[dict], args) -> str:
             o = r["old"]["index"]
             text = f"{o.seconds:.1f} s, {o.peak_gb:.2f} GB" if o.ok else "failed"
             lines.append(f"| | | | | (old) index: one concatenated file | | | | {text} |")
+    lines += extrapolation(results)
     return "\n".join(lines) + "\n"
+
+
+def save_results(results: list[dict], path: Path) -> None:
+    """Every measurement as JSON, so the section can be written again without rerunning."""
+    path.write_text(json.dumps([{"manifest": {k: v for k, v in r["manifest"].items() if k != "paths"},
+                                 "steps": [vars(s) for s in r["steps"]],
+                                 "old": {k: vars(v) for k, v in r["old"].items()}} for r in results], indent=1))
+
+
+def load_results(path: Path) -> list[dict]:
+    return [{"manifest": r["manifest"], "steps": [Measured(**s) for s in r["steps"]],
+             "old": {k: Measured(**v) for k, v in r["old"].items()}} for r in json.loads(path.read_text())]
 
 
 def main() -> None:
@@ -540,12 +580,21 @@ def main() -> None:
     parser.add_argument("--old-max", type=int, default=1_000_000, help="run the pre-DuckDB code up to this size")
     parser.add_argument("--old-src", type=Path, help="the pre-DuckDB library's src/ (a checkout of 3fbba3e)")
     parser.add_argument("--keep", action="store_true", help="keep the synthesized data")
+    parser.add_argument("--report-only", action="store_true", help="write the section from the saved results.json")
     parser.add_argument("--run-step", help=argparse.SUPPRESS)
     parser.add_argument("--old", action="store_true", help=argparse.SUPPRESS)
     add_common_arguments(parser, ROOT, shards=False)
     args = parser.parse_args()
     if args.run_step:
         run_step(args)
+        return
+    saved = args.data / "results.json"
+    if args.report_only:
+        results = load_results(saved)
+        meta = json.loads((args.data / "run.json").read_text())
+        args.load_start, args.load_end, args.part_rows = meta["load_start"], meta["load_end"], meta["part_rows"]
+        args.threads, args.mem_mb = meta["threads"], meta["mem_mb"]
+        publish(SECTION, report(results, args), args)
         return
     results = []
     args.load_start = os.getloadavg()[0]
@@ -563,11 +612,15 @@ def main() -> None:
                 old[step] = measure(step, root, args, old=True)
                 print(f"  old {step}: {old[step].seconds:.1f} s, {old[step].peak_gb:.2f} GB", flush=True)
         results.append({"manifest": manifest, "steps": steps, "old": old})
+        save_results(results, saved)
         if not args.keep:
             shutil.rmtree(root / "out", ignore_errors=True)
             shutil.rmtree(root / "old", ignore_errors=True)
     args.part_rows = min(args.part_rows, max(1, args.sizes[-1] // 10))
     args.load_end = os.getloadavg()[0]
+    (args.data / "run.json").write_text(json.dumps({"load_start": args.load_start, "load_end": args.load_end,
+                                                    "part_rows": args.part_rows, "threads": args.threads,
+                                                    "mem_mb": args.mem_mb}))
     publish(SECTION, report(results, args), args)
 
 
