@@ -17,7 +17,7 @@ cluster's vectors either way); then the index parts are written by the index sta
 
 Each dataset-wide step then runs as its rule runs it (the same library call with the rule's
 engine settings: ``--mem-mb`` of the job, DuckDB gets 60% of it, ``--threads``), in a fresh
-process, measuring wall time and peak resident memory (``wait4`` of that process). With
+process, measuring wall time and peak resident memory (that process's own ``VmHWM``). With
 ``--old-max`` the pre-DuckDB code (``--old-src``, the library as it was before the data plane,
 which concatenated every part into one DataFrame) runs its index, Table 1, Table 2 and selection
 on the same data up to that size, for comparison. Results: a markdown table, printed and written
@@ -471,18 +471,32 @@ class Measured:
 
 
 def measure(step: str, root: Path, args, old: bool = False) -> Measured:
-    """Run one step in a fresh process; wall time and peak RSS of that process (``wait4``)."""
+    """Run one step in a fresh process; wall time and peak RSS of that process.
+
+    The peak is the child's own ``VmHWM`` read at its end, not ``wait4``'s ``ru_maxrss``: Linux
+    carries the parent's high-water mark across fork and exec into the child's maxrss, and this
+    parent holds a synthesized part in memory."""
     env = dict(os.environ, PYTHONPATH=str(args.old_src if old else ROOT / "src"))
     cmd = [sys.executable, __file__, "--run-step", step, "--data", str(root), "--mem-mb", str(args.mem_mb),
            "--threads", str(args.threads)] + (["--old"] if old else [])
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    err = proc.stderr.read()
-    if status != 0:
-        print(f"  {'old ' if old else ''}{step} failed:\n{err[-3000:]}", flush=True)
-    return Measured(step, seconds, usage.ru_maxrss / 1024 ** 2, status == 0)
+    if proc.returncode != 0:
+        print(f"  {'old ' if old else ''}{step} failed:\n{proc.stderr[-3000:]}", flush=True)
+    peaks = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith(HWM_TAG)]
+    return Measured(step, seconds, peaks[-1] / 1024 ** 2 if peaks else float("nan"), proc.returncode == 0)
+
+
+HWM_TAG = "VMHWM_KB"
+
+
+def own_peak_kb() -> int:
+    """This process's peak resident set (``VmHWM`` of /proc/self/status), in kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run_step(args) -> None:
@@ -495,6 +509,7 @@ def run_step(args) -> None:
 
         engine = Engine(mem_mb=args.mem_mb, threads=args.threads, tmpdir=str(args.data / "tmp"))
     (OLD_STEPS if args.old else STEPS)[args.run_step](args.data, manifest, engine)
+    print(HWM_TAG, own_peak_kb(), flush=True)
 
 
 def fmt_rows(n: int) -> str:
