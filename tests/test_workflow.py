@@ -77,6 +77,8 @@ def test_table2_and_index_from_the_tiny_run(tiny_run):
     table = pd.read_csv(tiny_run / "results" / "table2.csv", index_col=0)
     assert table.loc["Raw w/ Emb. Text", "ref n"] > 0
     assert table.loc["All-Emb. Text Removal", "ref n"] == table.loc["Raw w/ Emb. Text", "ref n"]
+    # the random Co-Emb. control takes donors with co-embedded words: it covers the same images
+    assert table.loc["Random Co-Emb. Text Removal", "ref n"] == table.loc["Co-Emb. Text Removal", "ref n"] > 0
     index = pd.read_parquet(tiny_run / "results" / "demo" / "index")
     assert len(index) == 24 and index["__key__"].is_unique
     with_text = index[index["has_text"].fillna(False).astype(bool)]
