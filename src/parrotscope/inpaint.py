@@ -374,7 +374,11 @@ class LamaInpainter(Inpainter):
         with warnings.catch_warnings():
             # TorchScript is the only published form of big-lama; its deprecation notice is noise here.
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
-            self.model = torch.jit.load(str(checkpoint), map_location=self.device)
+            try:
+                self.model = torch.jit.load(str(checkpoint), map_location=self.device)
+            except RuntimeError as exc:  # a pickle or another zip is refused, never unpickled
+                raise ValueError(f"inpaint.lama.checkpoint: {checkpoint} is not a TorchScript archive "
+                                 f"({str(exc).splitlines()[0]}); give big-lama.pt in TorchScript form") from exc
         self.model.eval()
 
     def _run_same_size(self, images: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
