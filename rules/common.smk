@@ -124,6 +124,13 @@ def index_parts(dataset, scored=True):
     return [f"results/{dataset}/{view}/{p}.parquet" for p in part_names(dataset)]
 
 
+def assign_parts(dataset):
+    """The dataset's cluster assignment, one file per part (clusters of the cluster scorer)."""
+    from parrotscope.cluster import cluster_scorer
+
+    return [f"results/{dataset}/cluster/{cluster_scorer(config)}/assign/{p}.parquet" for p in part_names(dataset)]
+
+
 def library_deps(module, seen=None):
     """The library module and every parrotscope module it imports, transitively."""
     seen = set() if seen is None else seen

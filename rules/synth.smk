@@ -72,6 +72,7 @@ rule synth_render:
         font=config["synth"]["font"],
         font_px=config["synth"]["font_px"],
         size=config["synth"]["size"],
+        placement=config["synth"]["placement"],
         code=code_version("synth", "match"),
     wildcard_constraints:
         source="caption|coemb",

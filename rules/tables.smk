@@ -28,6 +28,7 @@ rule table1:
 rule table2:
     input:
         index=index_parts(config["study_dataset"]),
+        assign=assign_parts(config["study_dataset"]) if config["tables"]["cluster_spread"] else [],
     output:
         table="results/table2.csv",
         figure=report("results/figures/fig5_relative_scores.png", caption="../report/fig5_right.rst",

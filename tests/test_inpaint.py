@@ -138,11 +138,33 @@ def test_random_masks_come_from_a_donor_scaled_to_the_target(tables):
         mask = plan.mask(1)
         assert mask.shape == size[key]
         np.testing.assert_array_equal(mask, rasterise(expected, *size[key], 1))
-    # rand_co takes the same donor, and only its co-embedded words
-    rand_co = plan_masks(spot, match, "rand_co", 3, NORM)
-    assert {k: p.donor for k, p in rand_co.items()} == {k: p.donor for k, p in plans.items()}
-    for p in rand_co.values():
-        assert p.status == ("empty_mask" if p.donor == "b" else "inpainted")
+    # rand_co takes its donor among the images with co-embedded words ("a", "c"; "b" has none),
+    # so every image gets a non-empty control mask of another image's co-embedded words
+    co = plan_masks(spot, match, "co", 3, NORM)
+    with_co = {k for k, p in co.items() if p.status == "inpainted"}
+    assert with_co == {"a", "c"}
+    for seed in range(10):
+        rand_co = plan_masks(spot, match, "rand_co", seed, NORM)
+        for key, p in rand_co.items():
+            assert p.donor in with_co and p.donor != key and p.status == "inpainted"
+            assert p.words == co[p.donor].words
+        again = plan_masks(spot, match, "rand_co", seed, NORM)  # seeded
+        assert {k: p.donor for k, p in again.items()} == {k: p.donor for k, p in rand_co.items()}
+
+
+def test_co_donors_are_uniform_among_the_others_with_regions():
+    from collections import Counter
+
+    from parrotscope.inpaint import co_donors
+
+    has = [True, False, True, True, False]
+    picks = Counter()
+    for seed in range(600):
+        d = co_donors(has, seed)
+        assert d[0] in (2, 3) and d[2] in (0, 3) and d[3] in (0, 2) and d[1] in (0, 2, 3)
+        picks[int(d[1])] += 1
+    assert all(150 < picks[k] < 250 for k in (0, 2, 3))  # ~200 each
+    assert co_donors([True], 0).tolist() == [-1] and co_donors([False, False], 0).tolist() == [-1, -1]
 
 
 def test_random_control_needs_two_images(tables):

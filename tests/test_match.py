@@ -79,3 +79,17 @@ def test_match_table_refuses_mismatched_keys():
     spots = pd.DataFrame({"__key__": ["z"], "status": ["ok"], "error": [""], "text": [""]})
     with pytest.raises(ValueError, match="disagree"):
         match_table(samples, spots, DEFAULT, 0.8)
+
+
+@pytest.mark.parametrize("caption, spotted", [("sales", "sale"), ("caffe", "cafe"), ("shops", "shop"),
+                                              ("sale", "sales")])
+def test_fuzzy_threshold_is_at_least_exactly(caption, spotted):
+    # one edit in five letters: similarity exactly 0.8, which "at least 0.8" accepts
+    assert co_embedded_fuzzy({caption}, {spotted}, 0.8) == {caption}
+
+
+def test_fuzzy_just_below_the_threshold_is_rejected():
+    # one edit in four letters: 0.75 < 0.8; two edits in nine letters: 0.777... < 0.8
+    assert co_embedded_fuzzy({"cafe"}, {"cafx"}, 0.8) == set()
+    assert co_embedded_fuzzy({"abcdefghi"}, {"abcdefgxx"}, 0.8) == set()
+    assert co_embedded_fuzzy({"cafe"}, {"cafx"}, 0.75) == {"cafe"}

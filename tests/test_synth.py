@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fontTools.ttLib import TTFont
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from parrotscope.db import Engine, connect
 from parrotscope.io import read_parquet, write_parquet
@@ -263,9 +263,29 @@ def test_style_pairs_match_sys_benchmark():
 
 
 @pytest.mark.parametrize("word", ["sale", "Ty", "jig", "hello world", "a", "W", "..."])
-def test_ink_is_centred_within_two_pixels(word):
-    x0, y0, x1, y1 = ink_box(render_gram(word, "white-black", FONT), (255, 255, 255))
+def test_ink_placement_centres_the_ink_within_two_pixels(word):
+    x0, y0, x1, y1 = ink_box(render_gram(word, "white-black", FONT, placement="ink"), (255, 255, 255))
     assert abs((x0 + x1) / 2 - 112) <= 2 and abs((y0 + y1) / 2 - 112) <= 2
+
+
+@pytest.mark.parametrize("word", ["sale", "Ty", "open now", "menu"])
+def test_authors_placement_is_sys_benchmarks_rule(word):
+    """The default places the legacy `textsize` box, (right, bottom) of the text drawn at the
+    origin, at the canvas centre: drawn here independently with ImageDraw.textbbox."""
+    font = ImageFont.truetype(FONT, 32)
+    expected = Image.new("RGB", (224, 224), (255, 255, 255))
+    draw = ImageDraw.Draw(expected)
+    _, _, w, h = draw.textbbox((0, 0), word, font=font)
+    draw.text(((224 - w) / 2, (224 - h) / 2), word, font=font, fill=(0, 0, 0))
+    np.testing.assert_array_equal(np.asarray(render_gram(word, "white-black", FONT)), np.asarray(expected))
+
+
+def test_authors_placement_sits_low_by_the_space_above_the_ink():
+    def drop(word):
+        _, y0, _, y1 = ink_box(render_gram(word, "white-black", FONT), (255, 255, 255))
+        _, i0, _, i1 = ink_box(render_gram(word, "white-black", FONT, placement="ink"), (255, 255, 255))
+        return (y0 + y1) / 2 - (i0 + i1) / 2
+    assert 2 <= drop("Tall") <= 4 and 5 <= drop("sea") <= 7  # ascenders ~3 px, x-height only ~6 px
 
 
 def test_font_is_32_px():

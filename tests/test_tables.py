@@ -118,12 +118,28 @@ def test_table2_rows_from_a_fixed_index(tmp_path):
     assert t.loc["Raw w/ Emb. Text", "ref n"] == 3
     assert t.loc["All-Emb. Text Removal", "ref mean"] == pytest.approx(0.80 / 3)
     assert t.loc["Co-Emb. Text Removal", "ref mean"] == pytest.approx(0.30)
-    assert t.loc["Co-Emb. Text Removal", "ref std"] == pytest.approx(0.05)
+    assert t.loc["Co-Emb. Text Removal", "ref std (per image)"] == pytest.approx(0.05)
     assert t.loc["Raw w/ Co-Emb. Text", "ref mean"] == pytest.approx(0.45)
     assert t.loc["Random Co-Emb. Text Removal", "ref n"] == 2
     out = tmp_path / "fig.png"
     plot_relative_scores(connect(), paths, ["ref"], str(out))
     assert out.stat().st_size > 5000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table2_spread_of_cluster_means(tmp_path):
+    from parrotscope.tables import build_table2
+
+    index = pd.DataFrame({
+        "__key__": list("abcdef"), "status": ["ok"] * 6, "has_text": [True] * 6, "is_parrot": [True] * 6,
+        "ref.s_raw": [0.2, 0.4, 0.5, 0.7, 0.9, None],
+        **{f"ref.{c}": [None] * 6 for c in ("s_all", "s_co", "s_rand_all", "s_rand_co")},
+    })
+    assign = pd.DataFrame({"__key__": list("fedcba"), "cluster": [2, 2, 1, 1, 0, 0]})
+    t = build_table2(connect(), parts(index, tmp_path, "index"), ["ref"], parts(assign, tmp_path, "assign"))
+    # cluster means 0.3, 0.6, 0.9 (cluster 2 has one defined score): population std sqrt(0.06)
+    assert t.loc["Raw w/ Emb. Text", "ref std (cluster means)"] == pytest.approx(0.06 ** 0.5)
+    assert list(t.columns) == ["ref mean", "ref std (per image)", "ref std (cluster means)", "ref n"]
+    assert math.isnan(t.loc["Raw w/o Emb. Text", "ref std (cluster means)"])
 
 
 def _eval(imagenet, retrieval, average):

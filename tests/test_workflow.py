@@ -5,6 +5,7 @@ import re
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -77,11 +78,18 @@ def test_table2_and_index_from_the_tiny_run(tiny_run):
     table = pd.read_csv(tiny_run / "results" / "table2.csv", index_col=0)
     assert table.loc["Raw w/ Emb. Text", "ref n"] > 0
     assert table.loc["All-Emb. Text Removal", "ref n"] == table.loc["Raw w/ Emb. Text", "ref n"]
+    # the random Co-Emb. control takes donors with co-embedded words: it covers the same images
+    assert table.loc["Random Co-Emb. Text Removal", "ref n"] == table.loc["Co-Emb. Text Removal", "ref n"] > 0
     index = pd.read_parquet(tiny_run / "results" / "demo" / "index")
     assert len(index) == 24 and index["__key__"].is_unique
     with_text = index[index["has_text"].fillna(False).astype(bool)]
     assert with_text["ref.rsa"].notna().all()
-    assert (tiny_run / "results" / "figures" / "fig5_relative_scores.png").stat().st_size > 0
+    from PIL import Image
+
+    with Image.open(tiny_run / "results" / "figures" / "fig5_relative_scores.png") as fig:
+        pixels = np.asarray(fig.convert("L"))
+    # one 5.5 x 4 inch panel per scorer at 110 dpi, with drawn bars (not a blank canvas)
+    assert pixels.shape == (440, 605) and (pixels < 250).mean() > 0.02
 
 
 def test_table3_trains_and_evaluates_each_curated_subset(tiny_run):

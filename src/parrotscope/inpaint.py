@@ -119,6 +119,23 @@ def derangement(n: int, seed: int) -> np.ndarray:
             return perm
 
 
+def co_donors(has_regions: Sequence[bool], seed: int) -> np.ndarray:
+    """Donor index of every image for the random Co-Emb. control, drawn uniformly (seeded) among
+    the *other* images that have co-embedded regions; -1 where there is none to take."""
+    pool = np.flatnonzero(np.asarray(has_regions, dtype=bool))
+    rng = np.random.default_rng(seed)
+    donors = np.full(len(has_regions), -1, dtype=np.int64)
+    for i in range(len(has_regions)):
+        others = len(pool) - (1 if has_regions[i] else 0)
+        if others <= 0:
+            continue
+        pick = int(rng.integers(others))
+        if has_regions[i] and pick >= int(np.searchsorted(pool, i)):
+            pick += 1  # skip the image itself
+        donors[i] = pool[pick]
+    return donors
+
+
 def scale_polygons(polys: Sequence[np.ndarray], from_hw: tuple[int, int],
                    to_hw: tuple[int, int]) -> list[np.ndarray]:
     """Rescale polygons from an image of size ``from_hw`` (h, w) to one of size ``to_hw``.
@@ -190,9 +207,12 @@ def plan_masks(spot: pd.DataFrame, match: pd.DataFrame, kind: str, seed: int,
 
     ``all``: every spotted word. ``co``: the spotted words whose normalised form is among the
     match table's exact ``co_words`` (none: status ``empty_mask``). ``rand_all`` / ``rand_co``:
-    the same selection from the donor image given by ``derangement(n, seed)`` over the sorted
-    keys, scaled to this image's size; with a single image with text no control is possible and
-    its status is ``no_donor``. Both random kinds use the same donor for a given seed.
+    the same selection from a donor image, scaled to this image's size. ``rand_all``'s donor is
+    given by ``derangement(n, seed)`` over the sorted keys. ``rand_co``'s donor is drawn only
+    among the images that have co-embedded regions (:func:`co_donors`), because the paper's control
+    samples "other image's text areas": a donor without co-embedded words would give an empty mask
+    and drop the image from Table 2's random Co-Emb. row. Without any possible donor the status is
+    ``no_donor``.
     """
     if kind not in MASK_KINDS:
         raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
@@ -201,14 +221,18 @@ def plan_masks(spot: pd.DataFrame, match: pd.DataFrame, kind: str, seed: int,
     co_only = kind in ("co", "rand_co")
     regions = [_own_regions(r, r["co_words"] if r["co_words"] is not None else (), co_only, norm) for r in rows]
     plans: dict[str, MaskPlan] = {}
-    if kind.startswith("rand_") and len(rows) == 1:
-        r = rows[0]
-        plans[r[KEY]] = MaskPlan(r[KEY], int(r["height"]), int(r["width"]), kind, status=NO_DONOR)
-        return plans
-    donors = derangement(len(rows), seed) if kind.startswith("rand_") else np.arange(len(rows))
+    if kind == "rand_all":
+        donors = derangement(len(rows), seed) if len(rows) > 1 else np.array([-1] * len(rows))
+    elif kind == "rand_co":
+        donors = co_donors([bool(polys) for polys, _ in regions], seed)
+    else:
+        donors = np.arange(len(rows))
     for i, r in enumerate(rows):
         d = int(donors[i])
         hw = (int(r["height"]), int(r["width"]))
+        if d < 0:
+            plans[r[KEY]] = MaskPlan(r[KEY], hw[0], hw[1], kind, status=NO_DONOR)
+            continue
         polys, words = regions[d]
         donor = None
         if d != i:
@@ -350,7 +374,11 @@ class LamaInpainter(Inpainter):
         with warnings.catch_warnings():
             # TorchScript is the only published form of big-lama; its deprecation notice is noise here.
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
-            self.model = torch.jit.load(str(checkpoint), map_location=self.device)
+            try:
+                self.model = torch.jit.load(str(checkpoint), map_location=self.device)
+            except RuntimeError as exc:  # a pickle or another zip is refused, never unpickled
+                raise ValueError(f"inpaint.lama.checkpoint: {checkpoint} is not a TorchScript archive "
+                                 f"({str(exc).splitlines()[0]}); give big-lama.pt in TorchScript form") from exc
         self.model.eval()
 
     def _run_same_size(self, images: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:

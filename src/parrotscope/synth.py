@@ -24,10 +24,12 @@ Vocabularies
 Rendering (the authors' ``sys_benchmark.py``)
     A 224 x 224 RGB canvas, the font at 32 px (Arial there; Liberation Sans, metric-compatible, by
     default here), one gram centred, four (background, text) styles: white-black, black-white,
-    gray-white, gray-black, gray being PIL's ``"gray"`` = (128, 128, 128). One difference: the
-    authors centre ``draw.textsize`` (advance width, height from the top of the line), which puts
-    the ink a few pixels below the centre; here the font's bounding box *with its offsets* is
-    centred, so the ink is centred. Grams wider than the canvas keep the 32 px font and overflow on
+    gray-white, gray-black, gray being PIL's ``"gray"`` = (128, 128, 128). Placement
+    (``synth.placement``): ``authors`` (the default) centres the box Pillow's legacy
+    ``draw.textsize`` returned, whose right and bottom edges are measured from the drawing origin,
+    as the authors do; the ink then sits a few pixels below the centre (3 px for words with
+    ascenders, 6 px for x-height-only words at 224 px, font 32). ``ink`` centres the ink's own
+    bounding box instead. Grams wider than the canvas keep the 32 px font and overflow on
     both sides, as the authors' code does. Grams with a character the font has no glyph for are
     left out (they would render as empty boxes); the authors likewise skip grams the font cannot
     render. The benchmark is a directory: one webdataset tar per style (``KEY.png`` + ``KEY.txt``)
@@ -305,23 +307,34 @@ def style_colours(style: str | tuple) -> tuple[tuple[int, int, int], tuple[int, 
     return tuple(background), tuple(fill)
 
 
-def text_origin(text: str, font: ImageFont.FreeTypeFont, size: int) -> tuple[float, float]:
-    """Where to draw ``text`` so that its bounding box (offsets included) is centred on the canvas.
+PLACEMENTS = ("authors", "ink")
 
-    ``getbbox`` is relative to the drawing origin and starts below it by the space above the
-    glyphs, so the origin is shifted back by the box's offsets; a box wider than the canvas gives a
-    negative x, i.e. the text overflows equally on both sides.
+
+def text_origin(text: str, font: ImageFont.FreeTypeFont, size: int, placement: str = "authors") -> tuple[float, float]:
+    """Where to draw ``text`` on a ``size`` x ``size`` canvas.
+
+    ``authors``: the box of legacy ``textsize`` (``getbbox``'s right and bottom, measured from the
+    origin) is centred: origin ``((size - right) / 2, (size - bottom) / 2)``, as ``sys_benchmark.py``.
+    ``ink``: the ink's bounding box is centred; ``getbbox`` starts below and right of the origin by
+    the box's offsets, so the origin is shifted back by them. Either way a box wider than the
+    canvas gives a negative x: the text overflows on both sides.
     """
     left, top, right, bottom = font.getbbox(text)
-    return (size - (right - left)) / 2 - left, (size - (bottom - top)) / 2 - top
+    if placement == "authors":
+        return (size - right) / 2, (size - bottom) / 2
+    if placement == "ink":
+        return (size - (right - left)) / 2 - left, (size - (bottom - top)) / 2 - top
+    raise ValueError(f"synth.placement must be one of {PLACEMENTS}, got {placement!r}")
 
 
-def render_gram(text: str, style: str | tuple, font_path: str, size: int = 224, font_px: int = 32) -> Image.Image:
-    """One synthetic image: ``text`` centred on a ``size`` x ``size`` canvas of the style's colours."""
+def render_gram(text: str, style: str | tuple, font_path: str, size: int = 224, font_px: int = 32,
+                placement: str = "authors") -> Image.Image:
+    """One synthetic image: ``text`` centred (:func:`text_origin`) on a ``size`` x ``size`` canvas
+    of the style's colours."""
     background, fill = style_colours(style)
     font = load_font(str(font_path), int(font_px))
     image = Image.new("RGB", (size, size), background)
-    ImageDraw.Draw(image).text(text_origin(text, font, size), text, font=font, fill=fill)
+    ImageDraw.Draw(image).text(text_origin(text, font, size, placement), text, font=font, fill=fill)
     return image
 
 
@@ -347,7 +360,8 @@ def renderable_vocab(vocab: pd.DataFrame, font_path: str) -> tuple[pd.DataFrame,
 
 
 def render_benchmark(vocab: pd.DataFrame, out_dir: str | os.PathLike, font_path: str, size: int = 224,
-                     font_px: int = 32, styles: Sequence[str] = tuple(STYLES)) -> pd.DataFrame:
+                     font_px: int = 32, styles: Sequence[str] = tuple(STYLES), placement: str = "authors"
+                     ) -> pd.DataFrame:
     """Render every gram in every style into ``out_dir`` (atomically); return the manifest.
 
     ``out_dir`` holds ``{style}.tar`` (members ``{gram_id:07d}.png`` and ``.txt``),
@@ -369,21 +383,24 @@ def render_benchmark(vocab: pd.DataFrame, out_dir: str | os.PathLike, font_path:
             with tarfile.open(tmp / shard, "w") as tar:
                 for gram_id, gram in zip(kept["gram_id"], kept["gram"]):
                     member = f"{gram_id:07d}"
-                    _add_member(tar, f"{member}.png", png_bytes(render_gram(gram, style, font_path, size, font_px)))
+                    _add_member(tar, f"{member}.png", png_bytes(render_gram(gram, style, font_path, size, font_px, placement)))
                     _add_member(tar, f"{member}.txt", gram.encode("utf-8"))
             rows.append(kept.assign(style=style, shard=shard,
                                     **{KEY: [f"{style}/{i:07d}" for i in kept["gram_id"]]}))
         columns = [KEY, "gram_id", "gram", "count", "length", "n_words", "style", "shard"]
         manifest = pd.concat(rows, ignore_index=True)[columns]
         write_parquet(manifest, tmp / MANIFEST)
-        write_json({"font": str(font_path), "font_px": int(font_px), "size": int(size), "styles": list(styles),
+        write_json({"font": str(font_path), "font_px": int(font_px), "size": int(size), "placement": placement,
+                    "styles": list(styles),
                     "n_grams": len(kept), "n_images": len(manifest), "dropped": dropped,
                     "render_seconds": round(time.perf_counter() - start, 3)}, tmp / INFO)
     return manifest
 
 
-def run_synth_render(vocab_path: str, out_dir: str, font: str, font_px: int, size: int) -> None:
-    manifest = render_benchmark(read_parquet(vocab_path), out_dir, font, int(size), int(font_px))
+def run_synth_render(vocab_path: str, out_dir: str, font: str, font_px: int, size: int,
+                     placement: str = "authors") -> None:
+    manifest = render_benchmark(read_parquet(vocab_path), out_dir, font, int(size), int(font_px),
+                                placement=placement)
     log.info("rendered %d images into %s", len(manifest), out_dir)
 
 

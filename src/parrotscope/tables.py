@@ -171,23 +171,60 @@ def numeric(column: str) -> str:
     return f"(CASE WHEN isnan({value}) THEN NULL ELSE {value} END)"
 
 
-def build_table2(con, index_paths: list[str], scorers: list[str]) -> pd.DataFrame:
-    """Mean, std (per image, population) and count of S per setup (rows) and scorer (column
-    groups): one aggregate query over the index parts."""
+STD_IMAGES, STD_CLUSTERS = "std (per image)", "std (cluster means)"
+
+
+def build_table2(con, index_paths: list[str], scorers: list[str], assign_paths: list[str] | None = None
+                 ) -> pd.DataFrame:
+    """Mean, count and spread of S per setup (rows) and scorer (column groups): one aggregate
+    query over the index parts.
+
+    Two spreads, because the paper's "±" (0.005-0.02) is far below the per-image spread of CLIP
+    scores and is more likely a spread across clusters: ``std (per image)`` (population) and, when
+    the cluster assignment parts are given, ``std (cluster means)``: the population std of the
+    per-cluster mean S over the clusters that hold images of the row.
+    """
     selects, names = [], []
     for label, column, group in TABLE2_ROWS:
         for scorer in scorers:
             value, where = numeric(f"{scorer}.{column}"), TABLE2_GROUPS[group]
             selects += [f"avg({value}) FILTER (WHERE {where})", f"stddev_pop({value}) FILTER (WHERE {where})",
                         f"count({value}) FILTER (WHERE {where})"]
-            names += [(label, f"{scorer} mean"), (label, f"{scorer} std"), (label, f"{scorer} n")]
+            names += [(label, f"{scorer} mean"), (label, f"{scorer} {STD_IMAGES}"), (label, f"{scorer} n")]
     values = one_row(con, f"SELECT {', '.join(selects)} FROM {parquet_source(index_paths)}")
     rows: dict[str, dict] = {label: {} for label, _, _ in TABLE2_ROWS}
     for (label, name), value in zip(names, values):
         rows[label][name] = int(value) if name.endswith(" n") else float("nan") if value is None else float(value)
+    if assign_paths:
+        for label, spreads in cluster_spreads(con, index_paths, assign_paths, scorers).items():
+            rows[label].update(spreads)
     table = pd.DataFrame.from_dict(rows, orient="index")
+    order = [f"{s} {c}" for s in scorers for c in ("mean", STD_IMAGES, STD_CLUSTERS, "n")]
+    table = table[[c for c in order if c in table.columns]]
     table.index.name = "setup"
     return table
+
+
+def cluster_spreads(con, index_paths: list[str], assign_paths: list[str], scorers: list[str]
+                    ) -> dict[str, dict[str, float]]:
+    """Per Table 2 row and scorer, the population std of the per-cluster means of S (images joined
+    to their cluster by key; clusters without a defined S in the row are left out)."""
+    means, outer, names = [], [], []
+    for label, column, group in TABLE2_ROWS:
+        for scorer in scorers:
+            alias = f"m{len(names)}"
+            means.append(f"avg({numeric(f'{scorer}.{column}')}) FILTER (WHERE {TABLE2_GROUPS[group]}) AS {alias}")
+            outer.append(f"stddev_pop({alias})")
+            names.append((label, f"{scorer} {STD_CLUSTERS}"))
+    values = one_row(con, f"""
+        SELECT {', '.join(outer)} FROM (
+            SELECT a.cluster, {', '.join(means)}
+            FROM {parquet_source(index_paths)} i JOIN {parquet_source(assign_paths)} a USING ({sql_name('__key__')})
+            GROUP BY a.cluster)""")
+    spreads: dict[str, dict[str, float]] = {}
+    for (label, name), value in zip(names, values):
+        spreads.setdefault(label, {})[name] = float("nan") if value is None else float(value)
+    return spreads
 
 
 RELATIVE_SCORES = {
@@ -245,9 +282,9 @@ def plot_relative_scores(con, index_paths: list[str], scorers: list[str], out_pn
 
 
 def run_table2(index_paths: list[str], scorers: list[str], out_csv: str, out_png: str, decimals: int,
-               engine: Engine = Engine()) -> None:
+               engine: Engine = Engine(), assign_paths: list[str] | None = None) -> None:
     con = connect(engine)
-    write_csv(build_table2(con, index_paths, scorers).round(decimals), out_csv)
+    write_csv(build_table2(con, index_paths, scorers, assign_paths).round(decimals), out_csv)
     plot_relative_scores(con, index_paths, scorers, out_png)
 
 
