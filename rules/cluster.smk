@@ -7,7 +7,7 @@ from parrotscope.cluster import check_cluster, cluster_scorer
 check_cluster(config)
 
 CLUSTER_FIT_KEYS = ("pca_dim", "pca_batch_size", "n_clusters", "niter", "nredo", "seed",
-                    "max_points_per_centroid", "fit_max_samples", "released")
+                    "max_points_per_centroid", "min_points_per_centroid", "fit_max_samples", "released")
 
 
 def released_cluster_files():

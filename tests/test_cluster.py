@@ -194,3 +194,29 @@ def test_config_checks(tmp_path):
         check_cluster({**config, "cluster": {"scorer": "nope"}})
     with pytest.raises(ConfigError, match="cluster.released.centroids"):
         check_cluster({**config, "cluster": {"released": {"pca": None, "centroids": str(tmp_path / "c.npy")}}})
+
+
+def test_kmeans_settings_default_to_the_authors_and_reach_faiss(monkeypatch):
+    """kmeans.py of the authors: max_points_per_centroid=200000, min_points_per_centroid=10000."""
+    from pathlib import Path
+
+    import faiss
+    import yaml
+
+    from parrotscope.cluster import fit_kmeans
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["cluster"]["properties"]
+    assert props["max_points_per_centroid"]["default"] == 200000
+    assert props["min_points_per_centroid"]["default"] == 10000
+    seen = {}
+    real = faiss.Kmeans
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(faiss, "Kmeans", spy)
+    x = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    fit_kmeans(x, 3, niter=2, nredo=1, seed=0, max_points_per_centroid=200000, min_points_per_centroid=10000)
+    assert seen["max_points_per_centroid"] == 200000 and seen["min_points_per_centroid"] == 10000

@@ -176,7 +176,7 @@ def fit_incremental_pca(batches: Iterable[np.ndarray], n_components: int, batch_
 
 
 def fit_kmeans(x: np.ndarray, n_clusters: int, niter: int, nredo: int, seed: int,
-               max_points_per_centroid: int, threads: int = 1) -> np.ndarray:
+               max_points_per_centroid: int, threads: int = 1, min_points_per_centroid: int = 39) -> np.ndarray:
     """faiss K-means centroids (K, k) of ``x``; ``nredo`` restarts, the best objective kept."""
     import faiss
 
@@ -186,7 +186,8 @@ def fit_kmeans(x: np.ndarray, n_clusters: int, niter: int, nredo: int, seed: int
                            f"lower cluster.n_clusters (or raise cluster.fit_max_samples)")
     faiss.omp_set_num_threads(max(1, int(threads)))
     kmeans = faiss.Kmeans(x.shape[1], n_clusters, niter=niter, nredo=nredo, seed=seed, verbose=False,
-                          max_points_per_centroid=max_points_per_centroid)
+                          max_points_per_centroid=max_points_per_centroid,
+                          min_points_per_centroid=min_points_per_centroid)
     kmeans.train(x)
     return np.asarray(kmeans.centroids, np.float32).reshape(n_clusters, x.shape[1])
 
@@ -199,7 +200,8 @@ def pca_model(pca, centroids: np.ndarray, source: str, requested: int) -> Cluste
 
 
 def fit_model(x_batches, n_samples: int, dim: int, pca_dim: int, pca_batch_size: int, n_clusters: int,
-              niter: int, nredo: int, seed: int, max_points_per_centroid: int, threads: int = 1
+              niter: int, nredo: int, seed: int, max_points_per_centroid: int, threads: int = 1,
+              min_points_per_centroid: int = 39
               ) -> tuple[ClusterModel, dict]:
     """PCA then K-means, as the authors. ``x_batches()`` returns a fresh iterator over the fit
     embeddings each call (two passes: fit the PCA, then project for K-means)."""
@@ -210,7 +212,8 @@ def fit_model(x_batches, n_samples: int, dim: int, pca_dim: int, pca_batch_size:
     z = np.concatenate([pca.transform(x).astype(np.float32) for x in x_batches() if len(x)])
     log.info("PCA %d -> %d dims keeps %.1f%% of the variance; K-means K=%d on %d samples (niter %d, nredo %d)",
              dim, k, 100 * float(np.sum(pca.explained_variance_ratio_)), n_clusters, len(z), niter, nredo)
-    centroids = fit_kmeans(z, n_clusters, niter, nredo, seed, max_points_per_centroid, threads)
+    centroids = fit_kmeans(z, n_clusters, niter, nredo, seed, max_points_per_centroid, threads,
+                           min_points_per_centroid)
     model = pca_model(pca, centroids, "fit", pca_dim)
     labels, dist = nearest_centroid(centroids, z)
     sizes = np.bincount(labels, minlength=n_clusters)
@@ -258,7 +261,8 @@ def fit_from_parts(embed_paths: list[str], cfg: Mapping, threads: int = 1) -> tu
     first = next(p for p, r in zip(embed_paths, rows) if len(r))
     dim = read_embeddings(first, ("image_emb",))[1]["image_emb"].shape[1]
     model, stats = fit_model(batches, n_samples, dim, cfg["pca_dim"], cfg["pca_batch_size"], cfg["n_clusters"],
-                             cfg["niter"], cfg["nredo"], cfg["seed"], cfg["max_points_per_centroid"], threads)
+                             cfg["niter"], cfg["nredo"], cfg["seed"], cfg["max_points_per_centroid"], threads,
+                             cfg.get("min_points_per_centroid", 39))
     stats["n_embedded"] = int(sum(sizes))
     return model, stats
 
