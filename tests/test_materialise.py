@@ -562,22 +562,9 @@ def test_listing_mode_trains_on_the_pieces_in_place(table3_run, tmp_path):
 def test_editing_the_materialise_module_reruns_map_and_reduce_in_one_run(table3_run, tmp_path):
     """The reduce is below the map, whose rerun hides the reduce's own params from Snakemake; its
     settings file (materialise_settings) still brings it, and the trainings, into the same plan."""
-    import shutil
-    import subprocess
-    import sys
+    from workflow import plan_after_editing
 
-    from workflow import ROOT
-
-    copy = tmp_path / "repo"
-    copy.mkdir()
-    for part in ("Snakefile", "rules", "scripts", "schemas", "profiles", "src"):
-        src = ROOT / part
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, copy / part)
-    with open(copy / "src" / "parrotscope" / "materialise.py", "a") as fh:
-        fh.write("\n# an edit\n")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(copy / "Snakefile"),
-                           "--directory", str(table3_run), "results/table3.csv"],
-                          capture_output=True, text=True, timeout=600)
+    proc = plan_after_editing(tmp_path, "materialise", table3_run, "results/table3.csv")
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = proc.stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0]
     jobs = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines()[3:]

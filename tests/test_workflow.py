@@ -172,22 +172,9 @@ def test_plan_pictures_are_valid_dot(tiny_run, args, tmp_path):
 
 def test_editing_a_stage_module_reruns_that_stage(tiny_run, tmp_path):
     """A copy of the workflow whose match module differs by one comment plans match onwards."""
-    import shutil
-    import subprocess
-    import sys
+    from workflow import plan_after_editing
 
-    from workflow import ROOT
-
-    copy = tmp_path / "repo"
-    copy.mkdir()
-    for part in ("Snakefile", "rules", "scripts", "schemas", "profiles", "src"):
-        src = ROOT / part
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, copy / part)
-    with open(copy / "src" / "parrotscope" / "match.py", "a") as fh:
-        fh.write("\n# an edit\n")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(copy / "Snakefile"),
-                           "--directory", str(tiny_run), "results/table1.csv", "results/table2.csv"],
-                          capture_output=True, text=True, timeout=300)
+    proc = plan_after_editing(tmp_path, "match", tiny_run, "results/table1.csv", "results/table2.csv", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = proc.stdout.split("Job stats:", 1)[1]
     assert "match" in stats and "table1" in stats

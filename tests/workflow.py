@@ -46,3 +46,20 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
         if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
             jobs[parts[0]] = int(parts[1])
     return jobs
+
+
+def plan_after_editing(tmp_path: Path, module: str, workdir: Path, *targets: str, timeout: int = 600
+                       ) -> subprocess.CompletedProcess:
+    """Dry run, on ``workdir``'s results, of a copy of the workflow whose library module ``module``
+    differs by one comment: what an edit of that module reruns."""
+    import shutil
+
+    copy = tmp_path / "repo"
+    copy.mkdir()
+    for part in ("Snakefile", "rules", "scripts", "schemas", "profiles", "src"):
+        src = ROOT / part
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, copy / part)
+    with open(copy / "src" / "parrotscope" / f"{module}.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    return subprocess.run([*SNAKEMAKE, "-n", "--snakefile", str(copy / "Snakefile"), "--directory", str(workdir),
+                           *targets], capture_output=True, text=True, timeout=timeout)

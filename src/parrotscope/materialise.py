@@ -105,6 +105,13 @@ class SampleNotFound(MaterialiseError, LookupError):
     """A selected key is not in the shard the index records for it."""
 
 
+def not_found(shard: str, missing: list[str]) -> SampleNotFound:
+    """The error for selected keys a source shard no longer holds (it changed after the index)."""
+    more = f" ({len(missing)} selected keys missing, e.g. {missing[:3]})" if len(missing) > 1 else ""
+    return SampleNotFound(f"shard {shard}: selected key {missing[0]} not found{more}; the shard changed since "
+                          "the index was built: rebuild the index and the subsets")
+
+
 # --- names and passes ----------------------------------------------------------------------------
 
 
@@ -390,11 +397,7 @@ def map_part(shards: Sequence[str], keys: Mapping[str, pd.DataFrame], pieces: Ma
                     rows[i].append((sample.key, uid, n_bytes, start, writers[i].offset - start))
             counts["bytes_read"] += os.path.getsize(shard) if local else payload
             if found < len(want):
-                missing = sorted(set(want) - seen)
-                raise SampleNotFound(
-                    f"shard {shard}: selected key {missing[0]} not found"
-                    + (f" ({len(missing)} selected keys missing, e.g. {missing[:3]})" if len(missing) > 1 else "")
-                    + "; the shard changed since the index was built: rebuild the index and the subsets")
+                raise not_found(shard, sorted(set(want) - seen))
         for writer, fh in zip(writers, files):
             writer.close()
             fh.close()  # atomic_path fsyncs and renames each piece when the stack unwinds
@@ -722,10 +725,7 @@ def _write_shards(tmp_dir: Path, by_shard: dict[str, set[str]], shards: Sequence
                 sizes[out] += 1
             missing = sorted(wanted - found)
             if missing:
-                raise SampleNotFound(
-                    f"shard {shard}: selected key {missing[0]} not found"
-                    + (f" ({len(missing)} selected keys missing, e.g. {missing[:3]})" if len(missing) > 1 else "")
-                    + "; the shard changed since the index was built: rebuild the index and the subset")
+                raise not_found(shard, missing)
         for tar, fh in zip(tars, files):
             tar.close()
             _fsync(fh)
