@@ -131,9 +131,10 @@ def test_a_training_setting_reruns_train_and_what_uses_the_model(tiny_run):
     # ... and Table 3 retrains, re-evaluates and rebuilds, nothing else.
     jobs = planned_jobs(tiny_run, "results/table3.csv", "--configfile", str(tiny_run / "train.yaml"))
     assert set(jobs) - {"all"} == {"train", "evaluate", "evaluate_sync", "curation_table"}
-    # The reference CLIP's settings: it retrains, and everything it scores follows.
+    # The reference CLIP's settings: it retrains, and everything it scores follows, with the image
+    # clusters of its embeddings that Table 2's cluster spread reads (tables.cluster_spread).
     jobs = change(tiny_run, "reference", "train:\n  reference_hparams:\n    lr: 0.002\n")
-    assert set(jobs) - {"all"} == {"train", "score", "index", "table2"}
+    assert set(jobs) - {"all"} == {"train", "score", "index", "embed", "cluster_fit", "cluster_assign", "table2"}
 
 
 def test_a_table_setting_reruns_only_tables(tiny_run):
