@@ -10,11 +10,6 @@ CLUSTER_FIT_KEYS = ("pca_dim", "pca_batch_size", "n_clusters", "niter", "nredo",
                     "max_points_per_centroid", "min_points_per_centroid", "fit_max_samples", "released")
 
 
-def released_cluster_files():
-    released = config["cluster"]["released"] or {}
-    return [p for p in (released.get("pca"), released.get("centroids")) if p]
-
-
 rule cluster_fit:
     input:
         embed=lambda w: [f"results/{w.dataset}/embed/{w.scorer}/{p}.parquet" for p in part_names(w.dataset)],

@@ -292,3 +292,217 @@ PROFILE_FIGURES = [
     "results/figures/fig4c_size_vs_parrot.png",
     "results/figures/fig5_cluster_removal_scores.png",
 ]
+
+
+# --- stage `curate` (rules/curate.smk) ---
+
+
+def curate_index(wildcards):
+    """The full parrot index for criteria on CLIP scores, else the text-only index (no scoring)."""
+    scored = needs_scores(config["curate"]["subsets"][wildcards.subset], config["score"]["scorers"])
+    return index_parts(wildcards.dataset, scored)
+
+
+# --- stage `materialise` (rules/materialise.smk) ---
+
+
+def subset_pieces(dataset, subset, ext="tar"):
+    """A subset's pieces (or their `parquet` indexes), one per part, in the dataset's part order."""
+    return [piece_path(dataset, subset, part, ext) for part in part_names(dataset)]
+
+
+def subset_listing(dataset, subset):
+    """The listing (`materialise.output: listing`): OpenCLIP's sizes.json beside the pieces."""
+    return f"results/{dataset}/pieces/{subset}/{SIZES_FILE}"
+
+
+def reduce_outputs():
+    """The reshard's shards and sizes.json, or the listing; materialised.json either way."""
+    subset_dir = "results/{dataset}/subsets/{subset}"
+    if LISTING:
+        outputs = {"sizes": subset_listing("{dataset}", "{subset}")}
+    else:
+        outputs = {
+            "shards": [f"{subset_dir}/shards/{name}" for name in shard_names(config["curate"]["n_shards"])],
+            "sizes": f"{subset_dir}/shards/{SIZES_FILE}",
+        }
+    return {**outputs, "counts": f"{subset_dir}/{COUNTS_FILE}"}
+
+
+# --- stage `synth` (rules/synth.smk) ---
+
+
+def synth_models():
+    """Models measured on the benchmark: `synth.models`, by default every configured scorer."""
+    return config["synth"]["models"] or list(config["score"]["scorers"])
+
+
+def synth_eval_path(dataset, model, source, n, ext):
+    return f"results/synth/{dataset}/eval/{model}/{source}_{n}gram.{ext}"
+
+
+# --- stage `cluster` (rules/cluster.smk) ---
+
+
+def released_cluster_files():
+    released = config["cluster"]["released"] or {}
+    return [p for p in (released.get("pca"), released.get("centroids")) if p]
+
+
+# --- stage `figures` (rules/figures.smk) ---
+
+
+def cluster_paths(kind):
+    """The study dataset's cluster model or per-part assignments, for the cluster scorer."""
+    dataset, scorer = config["study_dataset"], cluster_scorer(config)
+    if kind == "model":
+        return f"results/{dataset}/cluster/{scorer}/model.npz"
+    return [f"results/{dataset}/cluster/{scorer}/assign/{p}.parquet" for p in part_names(dataset)]
+
+
+def study_part_paths(stage):
+    """Part -> the study dataset's per-part table of ``stage`` (spot, samples)."""
+    dataset = config["study_dataset"]
+    return {p: f"results/{dataset}/{stage}/{p}.parquet" for p in part_names(dataset)}
+
+
+# --- stage `report` (rules/report.smk) ---
+
+
+def report_targets():
+    """The HTML tables of the report; the figures are marked for it in their own rules."""
+    return [f"results/report/{name}.html" for name in REPORT_TABLES]
+
+
+# --- stage `filters` (rules/filters.smk) ---
+
+
+def rescore_inputs(wildcards):
+    """A trained scorer's checkpoint, so re-scoring waits for (and follows) its training."""
+    weights = scorer_spec(wildcards.scorer).get("checkpoint") or ""
+    return {"checkpoint": weights} if weights.startswith("results/") else {}
+
+
+def rescore_parts(wildcards):
+    """Per-part re-scores a baseline ranks by (T-MARS: masked; flip-CLIP: flipped), else none."""
+    variant = VARIANT_OF.get(method_of(wildcards.subset))
+    if variant is None:
+        return []
+    return [f"results/{wildcards.dataset}/filters/{variant}/{FILTERS_SCORER}/{p}.parquet"
+            for p in part_names(wildcards.dataset)]
+
+
+def filter_model_paths(subsets, name):
+    return [curation_eval_path(s, a, name) for s in subsets for a in config["train"]["models"]]
+
+
+def table10_models():
+    """The fix, then the configured reference models (Table 10's columns)."""
+    return [FIX_SUBSET, *FILTERS["references"]]
+
+
+def training_size_file(subset):
+    """A subset's stats (its size), or parts.json for the model trained on the whole pool."""
+    dataset = config["study_dataset"]
+    return f"results/{dataset}/parts.json" if subset == "pool" else f"results/{dataset}/subsets/{subset}/stats.json"
+
+
+# --- stage `str` (rules/str.smk) ---
+
+
+def str_lmdb_benchmarks():
+    """Standard STR LMDB benchmarks: folder name -> path, from str.lmdb_root and str.lmdb_names."""
+    root = config["str"]["lmdb_root"]
+    if not root:
+        return {}
+    return {name: os.path.join(root, name) for name in config["str"]["lmdb_names"]}
+
+
+def check_str_config():
+    """Cross-key checks of the `str` section, before any job runs."""
+    cfg = config["str"]
+    subsets = set(config["curate"]["subsets"]) | {"pool"}
+    for name in cfg["pretrained"]:
+        if name == STR_SCRATCH or name in cfg["sources"]:
+            raise ValueError(f"config str.pretrained.{name}: the name is taken by a subset source or `scratch`")
+        spec = cfg["pretrained"][name]
+        if (spec.get("pretrained") is None) == (spec.get("checkpoint") is None):
+            raise ValueError(f"config str.pretrained.{name}: give exactly one of `pretrained` and `checkpoint`")
+    unknown = [s for s in cfg["sources"] if s not in subsets]
+    if unknown:
+        raise ValueError(f"config str.sources: {unknown} are not curated subsets (curate.subsets) or `pool`")
+    clash = set(str_lmdb_benchmarks()) & set(STR_BUILTIN)
+    if clash:
+        raise ValueError(f"config str.lmdb_names: {sorted(clash)} collide with built-in benchmark names")
+    missing = [p for p in str_lmdb_benchmarks().values() if not os.path.isfile(os.path.join(p, "data.mdb"))]
+    if missing:
+        raise ValueError(f"config str.lmdb_root: no LMDB (data.mdb) in {missing}")
+
+
+def str_benchmarks():
+    """Every benchmark of the STR table. Checked here rather than at parse time: a config for real
+    data keeps the default `str.benchmarks` and still runs every other table."""
+    if "demo" in config["str"]["benchmarks"] and not is_generated(config["study_dataset"]):
+        raise ValueError("config str.benchmarks: `demo` crops need a generated study dataset (its ground-truth "
+                         "word boxes); drop it or point str.lmdb_root at real benchmarks")
+    return list(config["str"]["benchmarks"]) + list(str_lmdb_benchmarks())
+
+
+def str_benchmark_path(name):
+    if name in STR_BUILTIN:
+        return f"results/str/data/{name}.lmdb"
+    return str_lmdb_benchmarks()[name]
+
+
+def str_sources():
+    """(source, arch) of every recogniser."""
+    archs = config["train"]["models"]
+    pairs = [(s, a) for s in config["str"]["sources"] for a in archs]
+    if config["str"]["scratch"]:
+        pairs += [(STR_SCRATCH, a) for a in archs]
+    pairs += [(name, spec["arch"]) for name, spec in config["str"]["pretrained"].items()]
+    return pairs
+
+
+def str_source_spec(source, arch):
+    """The source CLIP as parrotscope.str_train.load_source_clip takes it."""
+    pretrained = config["str"]["pretrained"]
+    if source in pretrained:
+        return dict(pretrained[source], name=source, arch=train_arch(pretrained[source]["arch"]))
+    if source == STR_SCRATCH:
+        return {"name": f"{STR_SCRATCH}/{arch}", "arch": train_arch(arch), "init": "random"}
+    return {"name": f"{source}/{arch}", "arch": train_arch(arch),
+            "checkpoint": f"results/models/{config['study_dataset']}/{source}/{arch}/checkpoint.pt"}
+
+
+def str_source_inputs(wildcards):
+    """A source CLIP this workflow trains: its checkpoint, so it is built first."""
+    ckpt = str_source_spec(wildcards.source, wildcards.arch).get("checkpoint") or ""
+    return [ckpt] if ckpt.startswith("results/") else []
+
+
+def str_model_config():
+    """parrotscope.str_model.STRConfig's keyword arguments."""
+    cfg = config["str"]
+    return {"charset": cfg["charset"], "max_label_length": cfg["max_label_length"],
+            "image_size": cfg["image_size"], **cfg["decoder"],
+            "text_frozen_layers": cfg["text_frozen_layers"], "perm_num": cfg["perm_num"],
+            "perm_mirrored": cfg["perm_mirrored"], "refine_iters": cfg["refine_iters"],
+            "cross_loss_weight": cfg["cross_loss_weight"]}
+
+
+def str_excluded_words():
+    """Training words must not include the demo's poster words: the demo crops then test words
+    that only the source CLIP can have seen (in its pool images and their parrot captions)."""
+    study = config["study_dataset"]
+    if not is_generated(study):
+        return []
+    from parrotscope.demo import demo_config
+
+    return list(demo_config(dataset_config(study)["generator"])["vocabulary"])
+
+
+def str_table_entries():
+    return [{"source": s, "arch": a, "benchmark": b,
+             "eval": f"results/str/eval/{s}/{a}/{b}.json", "probe": f"results/str/probe/{s}/{a}/{b}.json"}
+            for s, a in str_sources() for b in str_benchmarks()]

@@ -8,12 +8,6 @@ check_curate(config)
 CURATE_SUBSET = subset_wildcard(config["curate"]["subsets"])
 
 
-def curate_index(wildcards):
-    """The full parrot index for criteria on CLIP scores, else the text-only index (no scoring)."""
-    scored = needs_scores(config["curate"]["subsets"][wildcards.subset], config["score"]["scorers"])
-    return index_parts(wildcards.dataset, scored)
-
-
 rule curate_select:
     input:
         index=curate_index,

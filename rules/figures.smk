@@ -4,20 +4,6 @@
 # job's memory and threads (config `db`), so their memory does not grow with the dataset.
 
 
-def cluster_paths(kind):
-    """The study dataset's cluster model or per-part assignments, for the cluster scorer."""
-    dataset, scorer = config["study_dataset"], cluster_scorer(config)
-    if kind == "model":
-        return f"results/{dataset}/cluster/{scorer}/model.npz"
-    return [f"results/{dataset}/cluster/{scorer}/assign/{p}.parquet" for p in part_names(dataset)]
-
-
-def study_part_paths(stage):
-    """Part -> the study dataset's per-part table of ``stage`` (spot, samples)."""
-    dataset = config["study_dataset"]
-    return {p: f"results/{dataset}/{stage}/{p}.parquet" for p in part_names(dataset)}
-
-
 rule cluster_figures:
     input:
         index=index_parts(config["study_dataset"]),

@@ -15,36 +15,6 @@ FIX_SUBSET = subset_name(FIX)
 FILTER_BASELINE = subset_wildcard([subset_name(b) for b in FILTERS["baselines"]])
 
 
-def rescore_inputs(wildcards):
-    """A trained scorer's checkpoint, so re-scoring waits for (and follows) its training."""
-    weights = scorer_spec(wildcards.scorer).get("checkpoint") or ""
-    return {"checkpoint": weights} if weights.startswith("results/") else {}
-
-
-def rescore_parts(wildcards):
-    """Per-part re-scores a baseline ranks by (T-MARS: masked; flip-CLIP: flipped), else none."""
-    variant = VARIANT_OF.get(method_of(wildcards.subset))
-    if variant is None:
-        return []
-    return [f"results/{wildcards.dataset}/filters/{variant}/{FILTERS_SCORER}/{p}.parquet"
-            for p in part_names(wildcards.dataset)]
-
-
-def filter_model_paths(subsets, name):
-    return [curation_eval_path(s, a, name) for s in subsets for a in config["train"]["models"]]
-
-
-def table10_models():
-    """The fix, then the configured reference models (Table 10's columns)."""
-    return [FIX_SUBSET, *FILTERS["references"]]
-
-
-def training_size_file(subset):
-    """A subset's stats (its size), or parts.json for the model trained on the whole pool."""
-    dataset = config["study_dataset"]
-    return f"results/{dataset}/parts.json" if subset == "pool" else f"results/{dataset}/subsets/{subset}/stats.json"
-
-
 rule aesthetic:
     # The LAION improved aesthetic predictor on a ViT-L/14 scorer's image embeddings (embed stage).
     input:

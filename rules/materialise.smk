@@ -40,21 +40,11 @@ MATERIALISE_PASSES = plan_passes(
 )
 
 
-def subset_pieces(dataset, subset, ext="tar"):
-    """A subset's pieces (or their `parquet` indexes), one per part, in the dataset's part order."""
-    return [piece_path(dataset, subset, part, ext) for part in part_names(dataset)]
-
-
-def subset_listing(dataset, subset):
-    """The listing (`materialise.output: listing`): OpenCLIP's sizes.json beside the pieces."""
-    return f"results/{dataset}/pieces/{subset}/{SIZES_FILE}"
-
-
 for _pass, _subsets in MATERIALISE_PASSES.items():
 
     rule:
         name:
-            "materialise_map_" + _pass
+            f"materialise_map_{_pass}"
         input:
             key_tables=[f"results/{{dataset}}/subsets/{s}/keys.parquet" for s in _subsets],
             # The part's shards are read from parts.json (ingest's record), not listed as inputs:
@@ -86,19 +76,6 @@ REDUCE_SETTINGS = {
     "n_shards": None if LISTING else config["curate"]["n_shards"],
     "code": code_version("materialise"),
 }
-
-
-def reduce_outputs():
-    """The reshard's shards and sizes.json, or the listing; materialised.json either way."""
-    subset_dir = "results/{dataset}/subsets/{subset}"
-    if LISTING:
-        outputs = {"sizes": subset_listing("{dataset}", "{subset}")}
-    else:
-        outputs = {
-            "shards": [f"{subset_dir}/shards/{name}" for name in shard_names(config["curate"]["n_shards"])],
-            "sizes": f"{subset_dir}/shards/{SIZES_FILE}",
-        }
-    return {**outputs, "counts": f"{subset_dir}/{COUNTS_FILE}"}
 
 
 rule materialise_settings:

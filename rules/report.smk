@@ -15,11 +15,6 @@ REPORT_TABLES = {
 }
 
 
-def report_targets():
-    """The HTML tables of the report; the figures are marked for it in their own rules."""
-    return [f"results/report/{name}.html" for name in REPORT_TABLES]
-
-
 rule report_table:
     input:
         "results/{name}.csv",

@@ -3,15 +3,6 @@
 # per model (Sync. Score, sync gap, word zero-shot accuracy) -> figures.
 
 
-def synth_models():
-    """Models measured on the benchmark: `synth.models`, by default every configured scorer."""
-    return config["synth"]["models"] or list(config["score"]["scorers"])
-
-
-def synth_eval_path(dataset, model, source, n, ext):
-    return f"results/synth/{dataset}/eval/{model}/{source}_{n}gram.{ext}"
-
-
 rule synth_counts:
     # Per part: the part's gram counts (the Python normalisation runs here, in parallel).
     input:
