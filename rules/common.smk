@@ -357,7 +357,7 @@ def cluster_paths(kind):
     dataset, scorer = config["study_dataset"], cluster_scorer(config)
     if kind == "model":
         return f"results/{dataset}/cluster/{scorer}/model.npz"
-    return [f"results/{dataset}/cluster/{scorer}/assign/{p}.parquet" for p in part_names(dataset)]
+    return assign_parts(dataset)
 
 
 def study_part_paths(stage):
