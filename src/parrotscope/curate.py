@@ -51,8 +51,7 @@ import pandas as pd
 from pandas.util import hash_array
 
 from .db import Engine, columns_of, connect, one_row, parquet_source, query_df, register_keyed_rank, sql_name, sql_string
-from .io import KEY, read_parquet, write_json, write_parquet
-from .shards import OK
+from .io import KEY, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 

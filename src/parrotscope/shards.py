@@ -429,7 +429,7 @@ def iter_checked(shards: Iterable[str], max_pixels: int, on_bad_shard: str = REC
     for sample in iter_part(shards, on_bad_shard, damage):
         if sample.key in seen:
             yield Checked(key=sample.key, shard=sample.shard, status="duplicate_key",
-                          error=f"key already seen earlier in this part", caption="", width=0,
+                          error="key already seen earlier in this part", caption="", width=0,
                           height=0, mode="", format="", n_bytes=0, meta=""), None
             continue
         seen.add(sample.key)
