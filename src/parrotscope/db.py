@@ -127,6 +127,14 @@ def copy_to_parquet(con, sql: str, path: str | os.PathLike) -> None:
         con.execute(f"COPY ({sql}) TO {sql_string(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
 
 
+def number(column: str) -> str:
+    """A column as a DOUBLE, NULL where it is undefined, not a number or NaN: what pandas'
+    ``to_numeric(errors="coerce").dropna()`` keeps (infinities stay). Every dataset-wide mean,
+    spread and threshold reads scores through it, so NaN never counts as a value."""
+    value = f"TRY_CAST({sql_name(column)} AS DOUBLE)"
+    return f"(CASE WHEN NOT isnan({value}) THEN {value} END)"
+
+
 def register_keyed_rank(con, seed: int, name: str = "keyed_rank") -> str:
     """Register ``name(key) -> UBIGINT``: the seeded keyed hash (SipHash-2-4 via pandas'
     ``hash_array``) that ranks samples for every seeded draw (:func:`parrotscope.curate.sample_keys`).

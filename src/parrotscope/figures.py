@@ -42,11 +42,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .db import (Engine, QueryError, columns_of, connect, one_row, parquet_source, query_df, register_keyed_rank,
-                 sql_name, sql_string)
+from .db import (Engine, QueryError, columns_of, connect, number, one_row, parquet_source, query_df,
+                 register_keyed_rank, sql_name, sql_string)
 from .io import KEY, atomic_path, write_csv
 from .match import Normalisation, normalise_word, truth_record
-from .tables import numeric
 
 # Fig. 3a's three data types, in stacking order: (column, legend label, colour).
 TEXT_TYPES = (
@@ -97,7 +96,7 @@ def has_truth(con, index_paths: Sequence[str]) -> bool:
     if not {"gt_has_text", "gt_is_parrot", "gt_co_words", "gt_cotr"} <= set(columns_of(con, index_paths)):
         return False
     n_ok, missing = one_row(con, f"SELECT count(*) FILTER (WHERE status = 'ok'), "
-                                 f"count(*) FILTER (WHERE status = 'ok' AND {numeric('gt_cotr')} IS NULL) "
+                                 f"count(*) FILTER (WHERE status = 'ok' AND {number('gt_cotr')} IS NULL) "
                                  f"FROM {parquet_source(index_paths)}")
     return n_ok > 0 and missing == 0
 
@@ -173,7 +172,7 @@ def cluster_study(con, index_paths: Sequence[str], assign_paths: Sequence[str], 
     scores = [c for c, *_ in REMOVALS]
     index_side = ", ".join([key, "coalesce(status = 'ok', false) AS ok",
                             *(f"{kind_sql(p)} AS {p}kind" for p in prefixes),
-                            *(f"{numeric(f'{scorer}.{c}')} AS {c}" for c in scores)])
+                            *(f"{number(f'{scorer}.{c}')} AS {c}" for c in scores)])
     use = "copies = 1 AND ok"  # ok is NULL for an assigned key the index lacks
     aggregates = [f"count(*) FILTER (WHERE {use}) AS n"]
     for p in prefixes:
@@ -375,7 +374,7 @@ def top_score_picks(con, index_paths: Sequence[str], scorer: str, fraction: floa
     """
     _require(con, index_paths, [*gallery_columns(scorer), "status", "has_text", "is_parrot"], "parrot index")
     key = sql_name(KEY)
-    s = numeric(f"{scorer}.s_raw")
+    s = number(f"{scorer}.s_raw")
     scored = f"{parquet_source(index_paths)} WHERE status = 'ok' AND {s} IS NOT NULL"
     (n_scored,) = one_row(con, f"SELECT count(*) FROM {scored}")
     k = max(1, int(round(fraction * n_scored)))
@@ -608,7 +607,7 @@ def text_measures(con, index_paths: Sequence[str], spot_paths: Mapping[str, str]
     _require(con, index_paths, [*index_columns, "status", f"{scorer}.s_raw"], "parrot index")
     rank = _keyed_rank(con, seed)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE text_sample AS
-        SELECT {", ".join(sql_name(c) for c in index_columns)}, {numeric(f"{scorer}.s_raw")} AS s_raw
+        SELECT {", ".join(sql_name(c) for c in index_columns)}, {number(f"{scorer}.s_raw")} AS s_raw
         FROM {parquet_source(index_paths)} WHERE status = 'ok'
         ORDER BY {rank}({key}), {key} LIMIT {int(max_images)}""")
     parts = [part for (part,) in con.execute("SELECT DISTINCT part FROM text_sample ORDER BY part").fetchall()]

@@ -71,8 +71,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .curate import STAT_MEANS, SubsetTooSmall
-from .db import (Engine, columns_of, connect, copy_to_parquet, one_row, parquet_source, register_keyed_rank, sql_name,
-                 sql_string)
+from .db import (Engine, columns_of, connect, copy_to_parquet, number, one_row, parquet_source, register_keyed_rank,
+                 sql_name, sql_string)
 from .inpaint import dilation_kernel, rasterise, text_rows, word_polygons
 from .io import KEY, read_json, read_parquet, write_csv, write_json, write_parquet
 from .shards import OK, ShardError
@@ -326,13 +326,6 @@ def _above(column: str, sql_type: str, threshold: float) -> str:
             value = f"TRY_CAST({value} AS DOUBLE)"
         bound = _double(threshold)
     return f"coalesce({value} > {bound} AND NOT isnan({value}), false)"
-
-
-def _number(column: str) -> str:
-    """A column as a DOUBLE, NULL where it is undefined or NaN (pandas' ``to_numeric(errors=
-    'coerce')`` to float64, NaN as missing); infinities stay."""
-    value = f"TRY_CAST({sql_name(column)} AS DOUBLE)"
-    return f"(CASE WHEN NOT isnan({value}) THEN {value} END)"
 
 
 def index_columns(types: Mapping[str, str], scorer: str) -> list[str]:
@@ -600,13 +593,13 @@ def run_fix(index_paths: Sequence[str], keys_path: str, stats_path: str, scorer:
 def score_sql(method: str, scorer: str) -> str:
     """The per-sample score a baseline ranks by, over the view ``pool`` (NULL where undefined;
     only its finite values rank or qualify)."""
-    s_raw = _number(f"{scorer}.s_raw")
+    s_raw = number(f"{scorer}.s_raw")
     if method in ("clip_score", "random"):
         return s_raw
     if method == "tmars":  # masking changes nothing in a text-free image
-        return f"(CASE WHEN {_flag('has_text')} THEN {_number('s_tmars')} ELSE {s_raw} END)"
+        return f"(CASE WHEN {_flag('has_text')} THEN {number('s_tmars')} ELSE {s_raw} END)"
     if method == "flip_clip":
-        return _number("s_flip")
+        return number("s_flip")
     raise FilterError(f"unknown baseline {method!r}; baselines: {list(BASELINES)}")
 
 

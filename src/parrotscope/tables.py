@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .db import Engine, columns_of, connect, one_row, parquet_source, sql_name
+from .db import Engine, columns_of, connect, number, one_row, parquet_source, sql_name
 from .io import read_json, write_csv
 
 TABLE1_ROWS = [
@@ -164,13 +164,6 @@ TABLE2_GROUPS = {
 }
 
 
-def numeric(column: str) -> str:
-    """A column as a number, undefined (NULL) where it is not one or is NaN: what
-    ``pd.to_numeric(errors="coerce").dropna()`` keeps."""
-    value = f"TRY_CAST({sql_name(column)} AS DOUBLE)"
-    return f"(CASE WHEN isnan({value}) THEN NULL ELSE {value} END)"
-
-
 STD_IMAGES, STD_CLUSTERS = "std (per image)", "std (cluster means)"
 
 
@@ -187,7 +180,7 @@ def build_table2(con, index_paths: list[str], scorers: list[str], assign_paths: 
     selects, names = [], []
     for label, column, group in TABLE2_ROWS:
         for scorer in scorers:
-            value, where = numeric(f"{scorer}.{column}"), TABLE2_GROUPS[group]
+            value, where = number(f"{scorer}.{column}"), TABLE2_GROUPS[group]
             selects += [f"avg({value}) FILTER (WHERE {where})", f"stddev_pop({value}) FILTER (WHERE {where})",
                         f"count({value}) FILTER (WHERE {where})"]
             names += [(label, f"{scorer} mean"), (label, f"{scorer} {STD_IMAGES}"), (label, f"{scorer} n")]
@@ -213,7 +206,7 @@ def cluster_spreads(con, index_paths: list[str], assign_paths: list[str], scorer
     for label, column, group in TABLE2_ROWS:
         for scorer in scorers:
             alias = f"m{len(names)}"
-            means.append(f"avg({numeric(f'{scorer}.{column}')}) FILTER (WHERE {TABLE2_GROUPS[group]}) AS {alias}")
+            means.append(f"avg({number(f'{scorer}.{column}')}) FILTER (WHERE {TABLE2_GROUPS[group]}) AS {alias}")
             outer.append(f"stddev_pop({alias})")
             names.append((label, f"{scorer} {STD_CLUSTERS}"))
     values = one_row(con, f"""
@@ -267,7 +260,7 @@ def plot_relative_scores(con, index_paths: list[str], scorers: list[str], out_pn
     fig, axes = plt.subplots(1, len(scorers), figsize=(5.5 * len(scorers), 4), squeeze=False)
     for ax, scorer in zip(axes[0], scorers):
         for label, (a, b) in RELATIVE_SCORES.items():
-            edges, counts = histogram(con, index_paths, f"{numeric(f'{scorer}.{a}')} - {numeric(f'{scorer}.{b}')}")
+            edges, counts = histogram(con, index_paths, f"{number(f'{scorer}.{a}')} - {number(f'{scorer}.{b}')}")
             if counts.sum():
                 ax.stairs(counts, edges, fill=True, alpha=0.5, label=f"{label} (n={int(counts.sum())})")
         ax.axvline(0, color="k", lw=0.8)
