@@ -249,7 +249,7 @@ def eligible_sql(con, source: str, types: Mapping[str, str], conditions: Sequenc
 def _hash_key(seed: int) -> str:
     """pandas' SipHash takes a 16-character key: the seed written with 16 digits."""
     if not 0 <= int(seed) < 10 ** 16:
-        raise CurateError(f"curate.seed must be in [0, 10^16), got {seed}")
+        raise CurateError(f"a sampling seed (curate.seed, filters.seed, figures.seed) must be in [0, 10^16), got {seed}")
     return f"{int(seed):016d}"
 
 
