@@ -17,6 +17,7 @@ anything dataset-sized is written by DuckDB itself (:func:`copy_to_parquet`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
@@ -60,6 +61,9 @@ def engine_of(resources, threads: int) -> Engine:
     return Engine(mem_mb=int(mem), threads=max(1, int(threads or 1)), tmpdir=tmp)
 
 
+_CONNECTIONS = itertools.count()
+
+
 def connect(engine: Engine = Engine()):
     """A fresh in-memory DuckDB with the job's memory limit, threads and spill directory.
 
@@ -68,8 +72,11 @@ def connect(engine: Engine = Engine()):
     """
     import duckdb
 
-    spill = Path(engine.tmpdir or tempfile.gettempdir()) / f"duckdb-spill-{os.getpid()}"
-    spill.mkdir(parents=True, exist_ok=True)
+    # DuckDB creates the spill folder only when it spills and removes it on close, so a
+    # connection that never spills leaves nothing behind; the name is one per connection.
+    scratch = Path(engine.tmpdir or tempfile.gettempdir())
+    scratch.mkdir(parents=True, exist_ok=True)
+    spill = scratch / f"duckdb-spill-{os.getpid()}-{next(_CONNECTIONS)}"
     con = duckdb.connect(":memory:", config={
         "memory_limit": f"{engine.memory_limit_mb}MB",
         "threads": engine.threads,

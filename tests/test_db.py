@@ -1,0 +1,27 @@
+"""The DuckDB engine settings of a job: memory limit, threads, and a spill folder that goes away."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from parrotscope.db import Engine, connect, engine_of
+
+
+def test_engine_takes_the_jobs_memory_and_threads():
+    engine = engine_of(SimpleNamespace(mem_mb=2000, tmpdir="/scratch/job"), 4)
+    assert (engine.mem_mb, engine.threads, engine.tmpdir) == (2000, 4, "/scratch/job")
+    con = connect(Engine(mem_mb=1000, threads=1))
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    con.close()
+    assert limit.endswith("MiB") or limit.endswith("MB")
+
+
+def test_the_spill_folder_is_removed_when_the_connection_closes(tmp_path):
+    """A sort past the memory limit spills under the job's tmpdir; closing leaves nothing there."""
+    con = connect(Engine(mem_mb=150, threads=1, tmpdir=str(tmp_path)))
+    # A table larger than the limit stays in the spill folder while the connection is open.
+    con.execute("CREATE TEMP TABLE t AS SELECT i, random() AS r, i::VARCHAR AS s FROM range(8000000) t(i) ORDER BY r")
+    assert con.execute("SELECT count(*) FROM t").fetchall()[0][0] == 8_000_000
+    assert [p.name for p in tmp_path.iterdir()][0].startswith("duckdb-spill-")
+    con.close()
+    assert list(tmp_path.iterdir()) == []
