@@ -1,6 +1,8 @@
 """Execution at LAION scale: every dataset-wide step on synthetic per-part tables of 1e6-1e8 rows.
 
-Run on demand (not a test; 1e7 rows take 4.7 GB of disk, 1e8 rows ~47 GB and hours on 2 cores):
+Run on demand (not a test; 1e7 rows take 4.7 GB of disk, 1e8 rows ~47 GB and hours on 2 cores).
+Resumable: the synthesis keeps every finished part and ``results.json`` every measured step, so a
+run that is cut off goes on where it stopped when started again with the same ``--data``:
 
     .venv/bin/python bench/bench_scale.py                                    # 1M, 10M, 100M rows
     .venv/bin/python bench/bench_scale.py --sizes 1000000 --no-write         # quick look
@@ -241,49 +243,80 @@ def joined_index(part: str, tables: dict, scores: dict, schema):
     return pa.table({f.name: columns[f.name] for f in schema}).cast(schema)
 
 
-def synthesize(root: Path, n_rows: int, part_rows: int, seed: int = 0) -> dict:
-    """Write the parts (skipped when ``manifest.json`` says they are complete) and the index
-    parts; return the manifest (paths per table, row counts, bytes on disk, time taken)."""
+def write_atomic(table, path: Path) -> None:
+    """A parquet file under a temporary name, then renamed: a killed run leaves no half part."""
     import pyarrow.parquet as pq
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def synthesize_part(root: Path, p: int, rows: int, seed: int, schemas: dict) -> dict:
+    """One part's tables and its two index parts; return its record (paths, rows, index time).
+
+    Part 0's index parts are written by the index stage's own per-part job (timed), and give the
+    schema the other parts' index parts follow."""
     from parrotscope.index import run_index_part
+
+    part = f"p{p:05d}"
+    tables = part_tables(p, rows, seed)
+    paths = {}
+    for table, data in tables.items():
+        paths[table] = str(root / table / f"{part}.parquet")
+        write_atomic(data, Path(paths[table]))
+    index_seconds = None
+    for view, scores in (("index", {SCORER: paths[f"score/{SCORER}"]}), ("index_text", {})):
+        out = root / view / f"{part}.parquet"
+        if p == 0:
+            t = time.perf_counter()
+            run_index_part(part, paths["samples"], paths["spot"], paths["match"], scores, str(out))
+            index_seconds = time.perf_counter() - t
+        else:
+            write_atomic(joined_index(part, tables, scores, schemas[view]), out)
+        paths[view] = str(out)
+    return {"paths": paths, "rows": rows, "index_seconds": index_seconds}
+
+
+def synthesize(root: Path, n_rows: int, part_rows: int, seed: int = 0) -> dict:
+    """Write the parts and their index parts; return the manifest (paths per table, row counts,
+    bytes on disk, time taken). Resumable: a part whose record (``parts/<part>.json``, written
+    after its files) exists is not written again, so a run cut off at 1e8 rows goes on where it
+    stopped."""
+    import pyarrow.parquet as pq
+
     from parrotscope.io import write_json
 
     manifest_path = root / "manifest.json"
     if manifest_path.exists():
         return json.loads(manifest_path.read_text())
-    shutil.rmtree(root, ignore_errors=True)
     n_parts = math.ceil(n_rows / part_rows)
-    start = time.perf_counter()
-    paths: dict[str, list[str]] = {}
-    index_seconds = []
-    schemas = {}
-    total = 0
+    records, seconds = [], 0.0
     for p in range(n_parts):
+        record_path = root / "parts" / f"p{p:05d}.json"
+        if record_path.exists():
+            records.append(json.loads(record_path.read_text()))
+            continue
+        start = time.perf_counter()
         rows = min(part_rows, n_rows - p * part_rows)
-        part = f"p{p:05d}"
-        tables = part_tables(p, rows, seed)
-        for table, data in tables.items():
-            path = root / table / f"{part}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(data, path)
-            paths.setdefault(table, []).append(str(path))
-        total += rows
-        for view, scores in (("index", {SCORER: paths[f"score/{SCORER}"][-1]}), ("index_text", {})):
-            out = root / view / f"{part}.parquet"
-            if p == 0:  # the index stage's own per-part job, timed, and the schema the others follow
-                t = time.perf_counter()
-                run_index_part(part, paths["samples"][-1], paths["spot"][-1], paths["match"][-1], scores, str(out))
-                index_seconds.append(time.perf_counter() - t)
-                schemas[view] = pq.read_schema(out)
-            else:
-                pq.write_table(joined_index(part, tables, scores, schemas[view]), out)
-            paths.setdefault(view, []).append(str(out))
-        print(f"  part {p + 1}/{n_parts}: {total:,} rows", flush=True)
+        schemas = {} if p == 0 else {view: pq.read_schema(root / view / "p00000.parquet")
+                                     for view in ("index", "index_text")}
+        record = synthesize_part(root, p, rows, seed, schemas)
+        record["seconds"] = time.perf_counter() - start
+        write_json(record, record_path)
+        records.append(record)
+        print(f"  part {p + 1}/{n_parts}: {sum(r['rows'] for r in records):,} rows "
+              f"({record['seconds']:.0f} s)", flush=True)
+    paths: dict[str, list[str]] = {}
+    for record in records:
+        for table, path in record["paths"].items():
+            paths.setdefault(table, []).append(path)
+    seconds = sum(r["seconds"] for r in records)
+    total = sum(r["rows"] for r in records)
     counts = {"samples_in": total, "ok": None, "skipped": None, "skipped_by_reason": {}}
     manifest = {"n_rows": total, "n_parts": n_parts, "part_rows": part_rows, "paths": paths,
-                "seconds": round(time.perf_counter() - start, 1),
-                "index_part_seconds": round(sum(index_seconds) / len(index_seconds), 2),
+                "seconds": round(seconds, 1), "index_part_seconds": round(records[0]["index_seconds"], 2),
                 "bytes": sum(f.stat().st_size for f in root.rglob("*.parquet")), "counts": counts}
     write_json(manifest, manifest_path)
     return manifest
@@ -468,6 +501,7 @@ class Measured:
     seconds: float
     peak_gb: float
     ok: bool
+    load: float | None = None  # the 1-minute load average while it ran (mean of start and end)
 
 
 def measure(step: str, root: Path, args, old: bool = False) -> Measured:
@@ -479,13 +513,15 @@ def measure(step: str, root: Path, args, old: bool = False) -> Measured:
     env = dict(os.environ, PYTHONPATH=str(args.old_src if old else ROOT / "src"))
     cmd = [sys.executable, __file__, "--run-step", step, "--data", str(root), "--mem-mb", str(args.mem_mb),
            "--threads", str(args.threads)] + (["--old"] if old else [])
-    start = time.perf_counter()
+    load_before, start = os.getloadavg()[0], time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    load = (load_before + os.getloadavg()[0]) / 2
     if proc.returncode != 0:
         print(f"  {'old ' if old else ''}{step} failed:\n{proc.stderr[-3000:]}", flush=True)
     peaks = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith(HWM_TAG)]
-    return Measured(step, seconds, peaks[-1] / 1024 ** 2 if peaks else float("nan"), proc.returncode == 0)
+    return Measured(step, seconds, peaks[-1] / 1024 ** 2 if peaks else float("nan"), proc.returncode == 0,
+                    round(load, 2))
 
 
 HWM_TAG = "VMHWM_KB"
@@ -547,18 +583,16 @@ def extrapolation(results: list[dict]) -> list[str]:
 
 def report(results: list[dict], args) -> str:
     lines = [SECTION, "",
-             f"Measured {datetime.date.today()} on {platform.node() or 'this machine'} ({os.cpu_count()} cores, "
+             f"Measured {args.measured_on} on {platform.node() or 'this machine'} ({os.cpu_count()} cores, "
              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024 ** 3:.0f} GB), by "
              f"`bench/bench_scale.py` ({args.threads} threads, jobs of {args.mem_mb} MB: DuckDB limit "
              f"{int(args.mem_mb * 0.6)} MB). Synthetic LAION-shaped per-part tables in parts of "
              f"{fmt_rows(args.part_rows)} rows; each step in a fresh process, as its rule calls it; peak RSS of "
-             "that process. \"old\": the pre-DuckDB code on the same data (one concatenated index). "
-             + (f"1-minute load average {args.load_start:.1f} at the start and {args.load_end:.1f} at the end "
-                "(above 2, other work shared the 2 cores: wall times are upper bounds, memory is unaffected)."
-                if args.load_start is not None else "The machine's load was not recorded for this run: other "
-                "work shared the 2 cores (wall times are upper bounds; memory is unaffected)."), ""]
-    lines += ["| rows | parts | data on disk | per-part index job | step | wall | peak RSS | rows/s | old: wall, peak RSS |",
-              "|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+             "that process. \"old\": the pre-DuckDB code on the same data (one concatenated index). \"load\": "
+             "the machine's 1-minute load average while the step ran; above 2, other work shared the 2 cores and "
+             "the wall time is an upper bound (memory is unaffected).", ""]
+    lines += ["| rows | parts | data on disk | per-part index job | step | wall | peak RSS | rows/s | load | "
+              "old: wall, peak RSS |", "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in results:
         m = r["manifest"]
         for i, s in enumerate(r["steps"]):
@@ -567,26 +601,68 @@ def report(results: list[dict], args) -> str:
             head = (f"| {fmt_rows(m['n_rows'])} | {m['n_parts']} | {m['bytes'] / 1e9:.1f} GB | "
                     f"{m['index_part_seconds']:.1f} s |" if i == 0 else "| | | | |")
             rows = m["part_rows"] if "one part" in s.step else m["n_rows"]
+            load = "" if s.load is None else f"{s.load:.1f}"
             lines.append(f"{head} {s.step} | {s.seconds:.1f} s | {s.peak_gb:.2f} GB | "
-                         f"{rows / s.seconds:,.0f} | {old_text} |" if s.ok else f"{head} {s.step} | failed | | | |")
+                         f"{rows / s.seconds:,.0f} | {load} | {old_text} |" if s.ok
+                         else f"{head} {s.step} | failed | | | | |")
         if "index" in r["old"]:
             o = r["old"]["index"]
             text = f"{o.seconds:.1f} s, {o.peak_gb:.2f} GB" if o.ok else "failed"
-            lines.append(f"| | | | | (old) index: one concatenated file | | | | {text} |")
+            lines.append(f"| | | | | (old) index: one concatenated file | | | | | {text} |")
     lines += extrapolation(results)
     return "\n".join(lines) + "\n"
 
 
-def save_results(results: list[dict], path: Path) -> None:
-    """Every measurement as JSON, so the section can be written again without rerunning."""
-    path.write_text(json.dumps([{"manifest": {k: v for k, v in r["manifest"].items() if k != "paths"},
-                                 "steps": [vars(s) for s in r["steps"]],
-                                 "old": {k: vars(v) for k, v in r["old"].items()}} for r in results], indent=1))
+def save_store(store: dict, path: Path) -> None:
+    """Every measurement so far as JSON (written after each step, atomically), so a run cut off
+    goes on where it stopped and the section can be written again without rerunning."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(store, indent=1))
+    os.replace(tmp, path)
 
 
-def load_results(path: Path) -> list[dict]:
-    return [{"manifest": r["manifest"], "steps": [Measured(**s) for s in r["steps"]],
-             "old": {k: Measured(**v) for k, v in r["old"].items()}} for r in json.loads(path.read_text())]
+def load_store(path: Path) -> dict:
+    """The saved measurements: ``{"sizes": {rows: {"manifest", "steps", "old"}}, ...settings}``."""
+    return json.loads(path.read_text()) if path.exists() else {"sizes": {}}
+
+
+def results_of(store: dict) -> list[dict]:
+    """The measurements by size, smallest first, in the order the steps are listed."""
+    results = []
+    for n in sorted(store["sizes"], key=int):
+        entry = store["sizes"][n]
+        steps = [Measured(**entry["steps"][step]) for step in STEPS if step in entry["steps"]]
+        results.append({"manifest": entry["manifest"], "steps": steps,
+                        "old": {k: Measured(**v) for k, v in entry["old"].items()}})
+    return results
+
+
+def measure_size(n: int, args, store: dict, saved: Path) -> None:
+    """Synthesize ``n`` rows (resuming) and measure every step not yet measured at that size."""
+    root = args.data / fmt_rows(n)
+    part_rows = min(args.part_rows, max(1, n // 10))  # at least ten parts
+    entry = store["sizes"].setdefault(str(n), {"steps": {}, "old": {}})
+    todo = [("new", step) for step in STEPS]
+    if args.old_src and n <= args.old_max:
+        todo += [("old", step) for step in OLD_STEPS]
+    if not args.remeasure:
+        todo = [(kind, step) for kind, step in todo
+                if not entry["steps" if kind == "new" else "old"].get(step, {}).get("ok")]
+    if not todo:
+        return
+    print(f"{fmt_rows(n)} rows: synthesizing in parts of {part_rows:,}", flush=True)
+    manifest = synthesize(root, n, part_rows)
+    entry["manifest"] = {k: v for k, v in manifest.items() if k != "paths"}
+    for kind, step in todo:
+        done = entry["steps" if kind == "new" else "old"]
+        result = measure(step, root, args, old=kind == "old")
+        done[step] = vars(result)
+        print(f"  {'old ' if kind == 'old' else ''}{step}: {result.seconds:.1f} s, {result.peak_gb:.2f} GB, "
+              f"load {result.load}", flush=True)
+        store.update(threads=args.threads, mem_mb=args.mem_mb, measured_on=str(datetime.date.today()))
+        save_store(store, saved)
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
@@ -598,7 +674,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--old-max", type=int, default=1_000_000, help="run the pre-DuckDB code up to this size")
     parser.add_argument("--old-src", type=Path, help="the pre-DuckDB library's src/ (a checkout of 3fbba3e)")
-    parser.add_argument("--keep", action="store_true", help="keep the synthesized data")
+    parser.add_argument("--keep", action="store_true", help="keep the synthesized data of a size once measured")
+    parser.add_argument("--remeasure", action="store_true", help="measure again the steps already measured")
     parser.add_argument("--report-only", action="store_true", help="write the section from the saved results.json")
     parser.add_argument("--run-step", help=argparse.SUPPRESS)
     parser.add_argument("--old", action="store_true", help=argparse.SUPPRESS)
@@ -608,42 +685,16 @@ def main() -> None:
         run_step(args)
         return
     saved = args.data / "results.json"
-    if args.report_only:
-        results = load_results(saved)
-        meta = json.loads((args.data / "run.json").read_text()) if (args.data / "run.json").exists() else {}
-        args.load_start, args.load_end = meta.get("load_start"), meta.get("load_end")
-        args.part_rows = meta.get("part_rows", min(args.part_rows, max(1, results[-1]["manifest"]["n_rows"] // 10)))
-        args.threads, args.mem_mb = meta.get("threads", args.threads), meta.get("mem_mb", args.mem_mb)
-        publish(SECTION, report(results, args), args)
-        return
-    results = []
-    args.load_start = os.getloadavg()[0]
-    for n in args.sizes:
-        root = args.data / fmt_rows(n)
-        part_rows = min(args.part_rows, max(1, n // 10))  # at least ten parts
-        print(f"{fmt_rows(n)} rows: synthesizing in parts of {part_rows:,}", flush=True)
-        manifest = synthesize(root, n, part_rows)
-        steps = [measure(step, root, args) for step in STEPS]
-        for s in steps:
-            print(f"  {s.step}: {s.seconds:.1f} s, {s.peak_gb:.2f} GB", flush=True)
-        old = {}
-        if args.old_src and n <= args.old_max:
-            for step in OLD_STEPS:
-                old[step] = measure(step, root, args, old=True)
-                print(f"  old {step}: {old[step].seconds:.1f} s, {old[step].peak_gb:.2f} GB", flush=True)
-        results.append({"manifest": manifest, "steps": steps, "old": old})
-        save_results(results, saved)
-        (args.data / "run.json").write_text(json.dumps({
-            "load_start": args.load_start, "load_end": os.getloadavg()[0], "threads": args.threads,
-            "mem_mb": args.mem_mb, "part_rows": min(args.part_rows, max(1, n // 10))}))
-        if not args.keep:
-            shutil.rmtree(root / "out", ignore_errors=True)
-            shutil.rmtree(root / "old", ignore_errors=True)
-    args.part_rows = min(args.part_rows, max(1, args.sizes[-1] // 10))
-    args.load_end = os.getloadavg()[0]
-    (args.data / "run.json").write_text(json.dumps({"load_start": args.load_start, "load_end": args.load_end,
-                                                    "part_rows": args.part_rows, "threads": args.threads,
-                                                    "mem_mb": args.mem_mb}))
+    args.data.mkdir(parents=True, exist_ok=True)
+    store = load_store(saved)
+    if not args.report_only:
+        for n in args.sizes:
+            measure_size(n, args, store, saved)
+    results = results_of(store)
+    largest = results[-1]["manifest"]
+    args.part_rows = largest["part_rows"]
+    args.threads, args.mem_mb = store.get("threads", args.threads), store.get("mem_mb", args.mem_mb)
+    args.measured_on = store.get("measured_on", str(datetime.date.today()))
     publish(SECTION, report(results, args), args)
 
 
