@@ -1,6 +1,7 @@
 """Every bad-input kind becomes a recorded skip; a broken shard is recorded (`on_bad_shard: record`)
 or a clear error (`fail`)."""
 
+import io
 import json
 import logging
 import tarfile
@@ -11,7 +12,7 @@ import pytest
 from conftest import image_bytes
 from parrotscope.ingest import ingest_part, merge_part_counts, read_part_shards, run_ingest, run_parts
 from parrotscope.io import read_json, read_parquet
-from parrotscope.shards import (ShardError, check_sample, expand_shards, iter_images, iter_part, scan_shard,
+from parrotscope.shards import (ShardError, check_sample, expand_shards, iter_images, iter_part, iter_shard, scan_shard,
                                 to_rgb, Sample)
 
 GOOD_JPG = image_bytes()
@@ -262,3 +263,95 @@ def test_training_on_the_pool_accepts_only_the_cuts_ingest_recorded(four, tmp_pa
     parts.write_text(json.dumps({"ok": 2, "parts": {}}))
     with pytest.raises(ShardError, match="cut.tar"):
         check_training_shards([cut], str(parts))
+
+
+# --- the fast reader of plain local tars ---------------------------------------------------------
+
+
+def tar_variant(path, kind):
+    """A tar of one shape for the fast/tarfile comparison; returns its path."""
+    members = [m for k in ("000", "001") for m in sample(k)]
+    fmt = tarfile.PAX_FORMAT
+    extra = []
+    if kind == "repeated_ext":
+        members += [("001.txt", b"second caption"), ("000.jpg", GOOD_JPG)]
+    elif kind == "odd_names":
+        members = [("README", b"no ext"), ("__meta__.json", b"{}"), ("d/__x.json", b"{}"), ("A.JPG", GOOD_JPG),
+                   ("A.txt", b""), ("d/sub/002.tar.gz", b"x" * 700), ("e.", b"1")] + members
+    elif kind in ("non_ascii", "long_name"):
+        members.append(("caf\u00e9.txt" if kind == "non_ascii" else "k" * 120 + ".txt", b"pax header"))
+    elif kind == "gnu_long_name":
+        fmt = tarfile.GNU_FORMAT
+        members.append(("g" * 120 + ".txt", b"gnu header"))
+    elif kind == "directories":
+        extra = ["d", "d/e"]
+        members = [(f"d/{n}", b) for n, b in members]
+    with tarfile.open(path, "w:gz" if kind == "gzip" else "w", format=fmt) as tar:
+        for name in extra:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    if kind == "cut":
+        path.write_bytes(path.read_bytes()[:1500])
+    elif kind == "no_end_block":
+        raw = path.read_bytes()
+        path.write_bytes(raw[:len(raw.rstrip(b"\0")) + (-len(raw.rstrip(b"\0")) % 512)])
+    elif kind == "empty_file":
+        path.write_bytes(b"")
+    return str(path)
+
+
+PLAIN = ("plain", "repeated_ext", "odd_names", "directories")
+NOT_PLAIN = ("non_ascii", "long_name", "gnu_long_name", "gzip", "cut", "no_end_block", "empty_file")
+
+
+@pytest.mark.parametrize("kind", PLAIN + NOT_PLAIN)
+def test_the_fast_reader_gives_tarfiles_samples_or_steps_aside(kind, tmp_path, monkeypatch):
+    """Plain tars are read with pread, every other shape by tarfile; the samples (and the damage
+    recorded) are the same either way."""
+    import parrotscope.shards as shards
+
+    path = tar_variant(tmp_path / f"{kind}.tar", kind)
+    fast_used = shards._iter_local_fast(path) is not None
+    assert fast_used == (kind in PLAIN)
+
+    def read():
+        damage = []
+        samples = [(s.key, s.shard, s.files, bool(s.cut)) for s in shards.iter_shard(path, "record", damage)]
+        return samples, [(d.kind, d.n_samples) for d in damage]
+
+    fast = read()
+    monkeypatch.setattr(shards, "_iter_local_fast", lambda url, only=None: None)
+    assert fast == read()
+    if kind in PLAIN:
+        assert fast[0]  # samples were read, by the fast path
+
+
+@pytest.mark.parametrize("kind", ("plain", "repeated_ext", "gzip"))
+def test_only_reads_the_bytes_of_the_keys_asked_for(kind, tmp_path):
+    """``only``: the same samples in the same order; from a plain tar, the others unread and empty."""
+    path = tar_variant(tmp_path / f"{kind}.tar", kind)
+    every = list(iter_shard(path))
+    picked = list(iter_shard(path, only={"001"}))
+    assert [s.key for s in picked] == [s.key for s in every]
+    for whole, some in zip(every, picked):
+        if some.key == "001" or kind == "gzip":  # gzip goes through tarfile: everything is read
+            assert (some.files, some.unread) == (whole.files, False)
+        else:
+            assert (some.files, some.unread) == ({}, True)
+
+
+def test_the_fast_readers_key_split_is_webdatasets():
+    from webdataset.tariterators import base_plus_ext
+
+    from parrotscope.shards import _BASE_PLUS_EXT
+
+    names = ["000.jpg", "a/b/000.tar.gz", "d.e/000.json", "README", "x.", ".hidden", "a/.b", "k.JPG", "a/b/",
+             "caf\u00e9.txt", "a..b", "dir/sub/k.seg.png", "/abs/k.txt", "k"]
+    for name in names:
+        m = _BASE_PLUS_EXT.match(name)
+        assert (m.groups() if m else (None, None)) == base_plus_ext(name), name

@@ -361,7 +361,7 @@ def map_part(shards: Sequence[str], keys: Mapping[str, pd.DataFrame], pieces: Ma
             found = 0
             local = os.path.isfile(shard)
             payload = 0
-            for sample in iter_shard(shard):
+            for sample in iter_shard(shard, only=want):
                 counts["samples_in"] += 1
                 if not local:
                     payload += sum(len(d) for d in sample.files.values())

@@ -34,10 +34,11 @@ import io
 import json
 import logging
 import os
+import re
 import tarfile
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Container, Iterable, Iterator
 
 import numpy as np
 from braceexpand import braceexpand
@@ -87,6 +88,7 @@ class Sample:
     shard: str
     files: dict[str, bytes] = field(default_factory=dict)
     cut: str = ""
+    unread: bool = False  # its bytes were not read: the reader asked only for other keys (``only``)
 
 
 @dataclass
@@ -183,8 +185,123 @@ def _header_watch() -> tuple[type[tarfile.TarInfo], dict]:
     return WatchedTarInfo, state
 
 
-def iter_shard(url: str, on_bad_shard: str = RECORD, damage: list[ShardDamage] | None = None
-               ) -> Iterator[Sample]:
+# A plain ustar member header: regular file ("0", or NUL in old tars) or directory ("5"). Anything
+# else (PAX and GNU extension headers, links, sparse files) is left to tarfile.
+_PLAIN_FILE, _DIRECTORY = (b"0", b"\0"), b"5"
+_ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
+
+
+def _plain_members(fd: int, length: int) -> list[tuple[str, int, int]] | None:
+    """``(name, data offset, size)`` of every regular file of a local tar, reading headers only;
+    None unless the tar is a plain one that ``tarfile`` reads whole.
+
+    Plain means: ustar headers with valid checksums and octal sizes, no name prefix, only regular
+    files and directories, every member complete, and an end-of-archive block. That is what
+    webdataset writers and img2dataset produce; for anything else (PAX or GNU headers, gzip, a cut
+    or garbled tar) the caller uses ``tarfile``, whose reading (and the damage it records) this
+    function must never replace. Names decode as ``tarfile`` decodes them (UTF-8, surrogateescape).
+    """
+    offset, headers, members = 0, [], []
+    while True:
+        header = os.pread(fd, tarfile.BLOCKSIZE, offset)
+        if len(header) < tarfile.BLOCKSIZE:
+            return None  # cut before the end-of-archive block
+        if header == _ZERO_BLOCK:
+            break
+        kind = header[156:157]
+        if kind not in _PLAIN_FILE and kind != _DIRECTORY or header[345] or header[124] & 0x80:
+            return None
+        try:
+            size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        except ValueError:
+            return None
+        headers.append(header)
+        data = offset + tarfile.BLOCKSIZE
+        offset = data + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        if offset > length:
+            return None  # the last member's data is cut
+        name = header[:100].split(b"\0", 1)[0].decode(tarfile.ENCODING, "surrogateescape")
+        directory = kind == _DIRECTORY or kind == b"\0" and name.endswith("/")  # tarfile's rule
+        if directory and size:
+            return None  # tarfile does not skip a directory's data; such a tar is not plain
+        if not directory and not name.endswith("/"):
+            members.append((name, data, size))
+    if not headers or not _checksums_hold(headers):
+        return None  # an all-zero first block or a garbled header: tarfile's rules apply
+    return members
+
+
+def _checksums_hold(headers: list[bytes]) -> bool:
+    """Every header's checksum field equals the unsigned sum of its bytes, the field counted as
+    spaces (computed for all headers at once: summing in Python cost half the walk)."""
+    blocks = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(len(headers), tarfile.BLOCKSIZE)
+    expected = blocks.sum(axis=1, dtype=np.int64) - blocks[:, 148:156].sum(axis=1, dtype=np.int64) + 8 * 32
+    try:
+        stored = [int(h[148:156].split(b"\0", 1)[0].strip() or b"0", 8) for h in headers]
+    except ValueError:
+        return False
+    return bool(np.array_equal(expected, np.asarray(stored, dtype=np.int64)))
+
+
+# webdataset's base_plus_ext (key, then every extension), compiled once: tests check they agree.
+_BASE_PLUS_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+def _iter_plain_shard(url: str, fd: int, members: list[tuple[str, int, int]],
+                      only: Container[str] | None = None) -> Iterator[Sample]:
+    """The samples of a plain local tar (:func:`_plain_members`), grouped exactly as
+    :func:`iter_shard` groups tarfile's members, each member's bytes read with one ``pread``
+    (only for keys in ``only``, when given)."""
+    current: Sample | None = None
+    exts: set[str] = set()
+    for name, data, size in members:
+        parsed = _BASE_PLUS_EXT.match(name)
+        if parsed is None:
+            continue
+        key, ext = parsed.groups()
+        if key.startswith("__") or "/__" in key:
+            continue
+        ext = ext.lower()
+        if current is None or current.key != key or ext in exts:
+            if current is not None:
+                yield current
+            current, exts = Sample(key=key, shard=url, unread=only is not None and key not in only), set()
+        exts.add(ext)
+        if not current.unread:
+            current.files[ext] = os.pread(fd, size, data)
+    if current is not None:
+        yield current
+
+
+def _iter_local_fast(url: str, only: Container[str] | None = None) -> Iterator[Sample] | None:
+    """The samples of a local plain tar read with ``pread`` (about 5x faster than tarfile's
+    stream, which copies every block through its buffers), or None when the tar is not plain."""
+    try:
+        fd = os.open(url, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # Reading only headers jumps from member to member, which the kernel's readahead does not
+        # take for a sequential read: ask for the whole file up front, read as one stream.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        members = _plain_members(fd, os.fstat(fd).st_size)
+    except OSError:
+        members = None
+    if members is None:
+        os.close(fd)
+        return None
+
+    def samples() -> Iterator[Sample]:
+        try:
+            yield from _iter_plain_shard(url, fd, members, only)
+        finally:
+            os.close(fd)
+
+    return samples()
+
+
+def iter_shard(url: str, on_bad_shard: str = RECORD, damage: list[ShardDamage] | None = None,
+               only: Container[str] | None = None) -> Iterator[Sample]:
     """Group the members of one tar into samples by key (consecutive members, webdataset's rule).
 
     A key that reappears later in the same shard yields a second Sample with that key; the caller
@@ -192,6 +309,13 @@ def iter_shard(url: str, on_bad_shard: str = RECORD, damage: list[ShardDamage] |
     a garbled member header) or cannot be opened: in ``fail`` mode :class:`ShardError` after its
     readable samples; in ``record`` mode the whole samples, then the group open at the cut with
     ``cut`` set, and a :class:`ShardDamage` appended to ``damage`` (see the module docstring).
+
+    A plain local tar (ustar headers only, read whole: what img2dataset and webdataset write) is
+    read with ``pread``, member by member, about 4x faster than ``tarfile``; anything else goes
+    through ``tarfile``, with the same samples either way. ``only``: the caller needs the bytes of
+    these keys only; from a plain local tar, other samples come with ``unread`` set and no bytes
+    (their keys and order as always), so a pass that picks a few samples reads little more than the
+    headers. From any other source every sample is read.
     """
     # webdataset imports torch: imported here, not at module level, because the Snakefile imports
     # this module while parsing (every snakemake start and every Slurm job).
@@ -200,6 +324,10 @@ def iter_shard(url: str, on_bad_shard: str = RECORD, damage: list[ShardDamage] |
 
     check_mode(on_bad_shard)
     strict = on_bad_shard == FAIL
+    fast = _iter_local_fast(url, only) if is_local(url) else None
+    if fast is not None:  # a whole plain tar: no damage to record, same samples as below
+        yield from fast
+        return
     if not strict and is_local(url) and not os.path.exists(url):
         _note(damage, ShardDamage(url, MISSING, "no such file"))
         return
