@@ -233,8 +233,20 @@ def scorer_spec(name):
     return spec
 
 
+def model_dir(dataset, subset, arch, seed):
+    """Where OpenCLIP's trainer writes the CLIP of one (dataset, subset, architecture, seed)."""
+    return f"results/models/{dataset}/{subset}/{arch}/seed{seed}"
+
+
 def reference_checkpoint(dataset, arch):
-    return f"results/models/{dataset}/pool/{arch}/checkpoint.pt"
+    """The reference CLIP (a scorer): trained on the whole pool with `train.seed`."""
+    return f"{model_dir(dataset, 'pool', arch, config['train']['seed'])}/checkpoint.pt"
+
+
+def trained_models(subsets):
+    """(subset, arch, seed) of every CLIP trained for these table rows: subset-major, then
+    architecture (`train.models`), then seed (`train.seeds`), the order the table builders read."""
+    return [(s, a, seed) for s in subsets for a in config["train"]["models"] for seed in config["train"]["seeds"]]
 
 
 def score_inputs(wildcards):
@@ -256,8 +268,14 @@ def curated_subsets():
     return list(dict.fromkeys(names))
 
 
-def curation_eval_path(subset, arch, name):
-    return f"results/eval/{config['study_dataset']}/{subset}/{arch}/{name}"
+def model_labels(models):
+    """Labels of (subset, arch, seed) models in figures: the seed only when there are several."""
+    several = len(config["train"]["seeds"]) > 1
+    return [f"{s} {a}" + (f" seed {seed}" if several else "") for s, a, seed in models]
+
+
+def curation_eval_path(subset, arch, seed, name):
+    return f"results/eval/{config['study_dataset']}/{subset}/{arch}/seed{seed}/{name}"
 
 
 def curation_table_inputs(wildcards):
@@ -265,10 +283,10 @@ def curation_table_inputs(wildcards):
     per row the subset's selection stats."""
     dataset = config["study_dataset"]
     subsets = config["curate"]["tables"][wildcards.table]
-    archs = config["train"]["models"]
+    models = trained_models(subsets)
     return {
-        "evals": [curation_eval_path(s, a, "benchmark.json") for s in subsets for a in archs],
-        "syncs": [curation_eval_path(s, a, "sync.json") for s in subsets for a in archs],
+        "evals": [curation_eval_path(*m, "benchmark.json") for m in models],
+        "syncs": [curation_eval_path(*m, "sync.json") for m in models],
         "stats": [f"results/{dataset}/subsets/{s}/stats.json" for s in subsets],
     }
 
@@ -393,7 +411,7 @@ def rescore_parts(wildcards):
 
 
 def filter_model_paths(subsets, name):
-    return [curation_eval_path(s, a, name) for s in subsets for a in config["train"]["models"]]
+    return [curation_eval_path(*m, name) for m in trained_models(subsets)]
 
 
 def table10_models():
@@ -472,7 +490,8 @@ def str_source_spec(source, arch):
     if source == STR_SCRATCH:
         return {"name": f"{STR_SCRATCH}/{arch}", "arch": train_arch(arch), "init": "random"}
     return {"name": f"{source}/{arch}", "arch": train_arch(arch),
-            "checkpoint": f"results/models/{config['study_dataset']}/{source}/{arch}/checkpoint.pt"}
+            # One STR model per source, fine-tuned from the first training seed's CLIP.
+            "checkpoint": f"{model_dir(config['study_dataset'], source, arch, config['train']['seeds'][0])}/checkpoint.pt"}
 
 
 def str_source_inputs(wildcards):

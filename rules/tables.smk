@@ -60,6 +60,7 @@ rule curation_table:
     params:
         subsets=lambda w: config["curate"]["tables"][w.table],
         archs=config["train"]["models"],
+        seeds=config["train"]["seeds"],
         decimals=config["tables"]["decimals"],
         code=code_version("tables"),
     wildcard_constraints:
@@ -77,13 +78,12 @@ rule curation_table:
 rule fig8:
     # Fig. 8: the synthetic-text measures of every model trained on a curated subset.
     input:
-        sync=lambda w: [curation_eval_path(s, a, "sync.json") for s in curated_subsets()
-                        for a in config["train"]["models"]],
+        sync=lambda w: [curation_eval_path(*m, "sync.json") for m in trained_models(curated_subsets())],
     output:
         report("results/figures/fig8_sync_trained.png", caption="../report/fig8.rst",
                category="Trained CLIPs (Sec. 6)"),
     params:
-        labels=[f"{s} {a}" for s in curated_subsets() for a in config["train"]["models"]],
+        labels=lambda w: model_labels(trained_models(curated_subsets())),
         code=code_version("synth"),
     log:
         "logs/tables/fig8.log",

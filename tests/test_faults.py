@@ -161,10 +161,10 @@ KILL_CASES = [
              "an inpaint job's tar is half-written (its temporary exists)"),
     KillCase("score", tuple(f"results/demo/score/ref/{p}.parquet" for p in PARTS),
              any_file("logs/score/demo/ref/*.log"), "a score job has opened its log (CLIP scoring)"),
-    KillCase("train", ("results/models/demo/pool/tiny-rn/checkpoint.pt", "results/models/demo/pool/tiny-rn/results.json"),
-             any_file("results/models/demo/pool/tiny-rn/run/console.log"),
+    KillCase("train", ("results/models/demo/pool/tiny-rn/seed0/checkpoint.pt", "results/models/demo/pool/tiny-rn/seed0/results.json"),
+             any_file("results/models/demo/pool/tiny-rn/seed0/run/console.log"),
              "the train job has started OpenCLIP's trainer (its console log exists)",
-             by_products=("results/models/demo/pool/tiny-rn/run",)),
+             by_products=("results/models/demo/pool/tiny-rn/seed0/run",)),
 ]
 
 
@@ -387,7 +387,7 @@ CORRUPT_CASES = [
     CorruptCase("inpaint-png-garbled", "results/demo/inpaint/telea/co/p00001.tar", garble_png,
                 "results/demo/score/ref/p00001.parquet"),
     CorruptCase("subset-shard-truncated", "results/demo/subsets/random/shards/00000.tar", truncate_at_member,
-                "results/models/demo/random/tiny-rn/checkpoint.pt"),
+                "results/models/demo/random/tiny-rn/seed0/checkpoint.pt"),
     CorruptCase("counts-json-truncated", "results/demo/samples/p00000.counts.json", truncate_json,
                 "results/demo/parts.json"),
 ]

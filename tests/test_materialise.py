@@ -523,7 +523,7 @@ def test_editing_one_subsets_criteria_reruns_only_its_chain(table3_run, tmp_path
     assert jobs == {"curate_select": 1, "materialise_map_table3": 2, "materialise_reduce": 1, "train": 1,
                     "evaluate": 1, "evaluate_sync": 1, "curation_table": 1}
     def others_outputs():
-        return mtimes(work, "results/demo/subsets/[rt]*/shards/*") | mtimes(work, "results/models/demo/[rt]*/*/*.pt")
+        return mtimes(work, "results/demo/subsets/[rt]*/shards/*") | mtimes(work, "results/models/demo/[rt]*/*/*/*.pt")
 
     others = others_outputs()
     pieces = {p: (work / p).read_bytes() for p in mtimes(work, "results/demo/pieces/*/*")}
@@ -544,7 +544,7 @@ def test_listing_mode_trains_on_the_pieces_in_place(table3_run, tmp_path):
     listing.write_text("materialise:\n  output: listing\n")
     jobs = planned_jobs(work, "results/table3.csv", "--configfile", str(listing))
     assert jobs["materialise_reduce"] == 3 and jobs["train"] == 3 and "materialise_map_table3" not in jobs
-    target = "results/models/demo/random/tiny-rn/results.json"
+    target = "results/models/demo/random/tiny-rn/seed0/results.json"
     snakemake(work, "-c", "2", target, "--configfile", str(listing))
     demo = work / "results" / "demo"
     sizes = read_json(demo / "pieces" / "random" / "sizes.json")

@@ -183,3 +183,24 @@ def test_curation_table_keeps_mean_score_when_subsets_read_scores():
     table = build_curation_table(["rsa_ge_0.3"], ["tiny-rn"], [_eval(0.1, 0.1, 0.1)],
                                  [_sync(0.1, 0.1, 0.1, 0.1)], stats)
     assert table.loc["rsa_ge_0.3", "Avg. S(raw)"] == 0.31
+
+
+def test_curation_table_over_seeds_has_each_measure_beside_its_spread():
+    """Evaluations subset-major, then arch, then seed: two seeds give means and sample stds."""
+    stats = [{"n_selected": 5, "n_eligible": 9}, {"n_selected": 5, "n_eligible": 7}]
+    evals = [_eval(0.2, 0.1, 0.15), _eval(0.4, 0.3, 0.35),    # random, seeds 0 and 1
+             _eval(0.5, 0.1, 0.3), _eval(0.5, float("nan"), 0.3)]  # text_only: Ret. undefined in seed 1
+    syncs = [_sync(0.1, 0.01, 0.0, 0.1), _sync(0.3, 0.01, 0.2, 0.3),
+             _sync(0.2, 0.01, 0.1, 0.5), _sync(0.2, 0.01, 0.1, 0.5)]
+    table = build_curation_table(["random", "text_only"], ["tiny-rn"], evals, syncs, stats, n_seeds=2)
+    columns = list(table.columns)
+    assert columns[columns.index("tiny-rn IN") + 1] == "tiny-rn IN seed std"
+    assert table.loc["random", "tiny-rn IN"] == pytest.approx(0.3)
+    assert table.loc["random", "tiny-rn IN seed std"] == pytest.approx(0.1414, abs=1e-4)
+    assert table.loc["text_only", "tiny-rn IN seed std"] == 0.0
+    assert math.isnan(table.loc["text_only", "tiny-rn Ret."])  # not a mean over the seed that had it
+    assert table.loc["random", "tiny-rn word acc."] == pytest.approx(0.2)
+    assert table.loc["text_only", "eligible"] == 7 and "eligible seed std" not in columns
+    assert (table["seeds"] == 2).all()
+    one = build_curation_table(["random", "text_only"], ["tiny-rn"], evals[::2], syncs[::2], stats)
+    assert "seeds" not in one.columns and not any(c.endswith("seed std") for c in one.columns)

@@ -137,6 +137,16 @@ def test_a_training_setting_reruns_train_and_what_uses_the_model(tiny_run):
     assert set(jobs) - {"all"} == {"train", "score", "index", "embed", "cluster_fit", "cluster_assign", "table2"}
 
 
+def test_a_second_training_seed_trains_only_the_table_rows_again(tiny_run):
+    """`train.seeds`: one more seed trains and evaluates each row's CLIP once more and rebuilds the
+    table; the reference CLIP (`train.seed`) and everything it scored stay."""
+    jobs = change(tiny_run, "seeds", "train:\n  seeds: [0, 1]\n")
+    assert jobs == {}  # Tables 1-2 do not use the seeds
+    jobs = planned_jobs(tiny_run, "results/table3.csv", "--configfile", str(tiny_run / "seeds.yaml"))
+    rows = len(pd.read_csv(tiny_run / "results" / "table3.csv"))
+    assert jobs == {"train": rows, "evaluate": rows, "evaluate_sync": rows, "curation_table": 1, "all": 1}
+
+
 def test_a_table_setting_reruns_only_tables(tiny_run):
     jobs = change(tiny_run, "tables", "tables:\n  decimals: 3\n")
     assert set(jobs) - {"all"} == {"table1", "table2"}

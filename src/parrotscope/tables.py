@@ -10,6 +10,8 @@ Tables 1 and 2 are dataset-wide: they are aggregate queries over the per-part ta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -306,22 +308,61 @@ def curation_row(evals: dict[str, dict], syncs: dict[str, dict], stats: dict) ->
     return row
 
 
+def per_seed(values: Sequence, n_seeds: int, seed: int) -> list:
+    """The entries of one seed from a list ordered model-major then seed (``trained_models``)."""
+    return list(values[seed::n_seeds])
+
+
+def over_seeds(tables: Sequence[pd.DataFrame], measured: Sequence[str]) -> pd.DataFrame:
+    """One table from the same table built once per training seed: each ``measured`` column is
+    the mean over seeds with its sample standard deviation in a ``<column> seed std`` column beside
+    it; the other columns (the selection's, the same for every seed) are taken as they are.
+
+    One seed gives that table unchanged: no spread to show. NaN (an undefined measure) in any
+    seed makes the mean NaN rather than a mean over the seeds that happened to define it."""
+    if len(tables) == 1:
+        return tables[0]
+    stacked = pd.concat(tables, keys=range(len(tables)))
+    grouped = stacked.groupby(level=1, sort=False)
+    out = tables[0].copy()
+    columns = []
+    for column in tables[0].columns:
+        columns.append(column)
+        if column in measured:
+            out[column] = grouped[column].apply(lambda v: v.mean(skipna=False))
+            out[f"{column} seed std"] = grouped[column].apply(lambda v: v.std(ddof=1, skipna=False))
+            columns.append(f"{column} seed std")
+    out = out[columns]
+    out.insert(len(columns), "seeds", len(tables))
+    return out
+
+
+def measured_columns(table: pd.DataFrame, archs: Sequence[str]) -> list[str]:
+    """The columns a trained CLIP measured (``<arch> ...``), as opposed to the subset's own."""
+    return [c for c in table.columns if any(c.startswith(f"{arch} ") for arch in archs)]
+
+
 def build_curation_table(subsets: list[str], archs: list[str], evals: list[dict], syncs: list[dict],
-                         stats: list[dict]) -> pd.DataFrame:
-    """Rows in ``subsets`` order; ``evals``/``syncs`` are subset-major over ``archs``."""
-    rows = {}
-    for i, subset in enumerate(subsets):
-        own = slice(i * len(archs), (i + 1) * len(archs))
-        rows[subset] = curation_row(dict(zip(archs, evals[own])), dict(zip(archs, syncs[own])), stats[i])
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = "subset"
-    if table["Avg. S(raw)"].isna().all():  # criteria on text only (Tables 3-4): no scores read
-        table = table.drop(columns="Avg. S(raw)")
-    return table
+                         stats: list[dict], n_seeds: int = 1) -> pd.DataFrame:
+    """Rows in ``subsets`` order; ``evals``/``syncs`` are subset-major over ``archs``, then over
+    the ``n_seeds`` training seeds; more than one seed: mean and std over seeds (:func:`over_seeds`)."""
+    tables = []
+    for seed in range(n_seeds):
+        own_evals, own_syncs = per_seed(evals, n_seeds, seed), per_seed(syncs, n_seeds, seed)
+        rows = {}
+        for i, subset in enumerate(subsets):
+            own = slice(i * len(archs), (i + 1) * len(archs))
+            rows[subset] = curation_row(dict(zip(archs, own_evals[own])), dict(zip(archs, own_syncs[own])), stats[i])
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.index.name = "subset"
+        if table["Avg. S(raw)"].isna().all():  # criteria on text only (Tables 3-4): no scores read
+            table = table.drop(columns="Avg. S(raw)")
+        tables.append(table)
+    return over_seeds(tables, measured_columns(tables[0], archs))
 
 
 def run_curation_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
-                       stats_paths: list[str], out_csv: str, decimals: int) -> None:
+                       stats_paths: list[str], out_csv: str, decimals: int, n_seeds: int = 1) -> None:
     table = build_curation_table(subsets, archs, [read_json(p) for p in eval_paths],
-                                 [read_json(p) for p in sync_paths], [read_json(p) for p in stats_paths])
+                                 [read_json(p) for p in sync_paths], [read_json(p) for p in stats_paths], n_seeds)
     write_csv(table.round(decimals), out_csv)
