@@ -100,7 +100,8 @@ def test_table3_trains_and_evaluates_each_curated_subset(tiny_run):
         assert table[column].between(-1, 1).all(), column
     stats = json.loads((tiny_run / "results" / "demo" / "subsets" / "no_text" / "stats.json").read_text())
     assert stats["share_has_text"] == 0.0
-    results = json.loads((tiny_run / "results" / "models" / "demo" / "text_only" / "tiny-rn" / "results.json").read_text())
+    model = tiny_run / "results" / "models" / "demo" / "text_only" / "tiny-rn" / "seed0"
+    results = json.loads((model / "results.json").read_text())
     assert results["n_samples"] == 8 and results["steps"] >= 1
 
 
