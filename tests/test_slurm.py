@@ -1,7 +1,10 @@
 """The cluster profile (slurm/config.yaml) on a real one-node Slurm started on this machine.
 
-`snakemake --profile slurm`, typed from the repository root exactly as docs/CLUSTER.md says, runs
-the tiny config to Table 1 with every job submitted to Slurm (tests/slurm/cluster.sh brings up
+`snakemake --profile slurm`, typed from the repository root exactly as docs/CLUSTER.md says for a
+CPU-only cluster (targets first, then `--set-resources score:gpu=0 train:gpu=0 inpaint:gpu=0`), runs
+the tiny config to Tables 1 and 3 (the design card's command) with every job submitted to Slurm:
+demo shards, the grouped per-part jobs, curation, materialisation, OpenCLIP training, evaluation and
+the tables (tests/slurm/cluster.sh brings up
 munged, slurmctld and slurmd; Debian's Slurm 22.05 is installed with apt-get when missing). The
 profile is the file users get; two flags are added for the test only: the Slurm logs of successful
 jobs are kept (evidence that each job ran inside Slurm), and job states are polled every 5 s rather
@@ -108,12 +111,23 @@ def test_min_job_age_fits_the_profile(slurm_env):
     assert min_job_age >= 3 * POLL_S
 
 
+# docs/CLUSTER.md's CPU-only overrides: the test node has no GPU.
+CPU_ONLY = ("--set-resources", "score:gpu=0", "train:gpu=0", "inpaint:gpu=0")
+TARGETS = ("results/table1.csv", "results/table3.csv")
+
+
 @pytest.fixture(scope="module")
 def tiny_on_slurm(slurm_env, tmp_path_factory):
     work = tmp_path_factory.mktemp("slurm_tiny")
     write_config(work, tiny_config())
-    proc = run_profile(slurm_env, work, "results/table1.csv")
+    proc = run_profile(slurm_env, work, *TARGETS, *CPU_ONLY, timeout=3600)
     return work, proc
+
+
+def rule_of(log_path: str) -> str:
+    """The rule (or group) of a Slurm job, from the plugin's log path (``rule_<name>/...``)."""
+    parts = Path(log_path).parts
+    return next(p[len("rule_"):] if p.startswith("rule_") else p for p in parts if p.startswith(("rule_", "group_")))
 
 
 def test_profile_runs_the_dag_through_slurm(slurm_env, tiny_on_slurm):
@@ -121,13 +135,19 @@ def test_profile_runs_the_dag_through_slurm(slurm_env, tiny_on_slurm):
     assert proc.returncode == 0, tail(proc)
     log = proc.stdout + proc.stderr
     submitted = SUBMITTED.findall(log)
+    rules = [rule_of(path) for _, path in submitted]
     n_shards, n_parts = demo_size()
     # The per-part rules ingest -> spot -> match ran as grouped Slurm jobs (group `part`), several
-    # parts per job (the profile's group-components).
+    # parts per job (the profile's group-components); one job per demo shard.
     n_groups = math.ceil(n_parts / PROFILE["group-components"]["part"])
-    assert sum("group_part" in path for _, path in submitted) == n_groups
-    # One job per demo shard, the grouped jobs, then `parts` and `table1`.
-    assert len(submitted) == n_shards + n_groups + 2, log[-6000:]
+    assert rules.count("group_part") == n_groups and rules.count("demo_shard") == n_shards, rules
+    # Table 3's chain went through Slurm too: one training, evaluation and sync evaluation per row.
+    rows = len(pd.read_csv(work / "results" / "table3.csv"))
+    for rule in ("train", "evaluate", "evaluate_sync"):
+        assert rules.count(rule) == rows, rules
+    assert {"table1", "curation_table", "curate_select", "materialise_reduce"} <= set(rules)
+    # Snakemake ran nothing outside Slurm: every job it started is one of the submitted ones.
+    assert len(submitted) == int(re.search(r"(\d+) of \1 steps \(100%\) done", log).group(1)), log[-6000:]
     ids = [i for i, _ in submitted]
     for job_id, path in submitted:
         slurm_log = Path(path)
@@ -138,6 +158,23 @@ def test_profile_runs_the_dag_through_slurm(slurm_env, tiny_on_slurm):
     assert ids[-1] in listed  # the last job finished seconds ago: still listed
     for job_id, (state, name) in listed.items():
         assert (state, name) == ("COMPLETED", run_id)
+
+
+def test_subset_clips_were_trained_inside_slurm_jobs(tiny_on_slurm):
+    """Each row's CLIP: a train job with a Slurm job id whose log ran OpenCLIP's trainer on that
+    subset and wrote the checkpoint the table's evaluation read."""
+    work, proc = tiny_on_slurm
+    assert proc.returncode == 0, tail(proc)
+    table = pd.read_csv(work / "results" / "table3.csv", index_col="subset")
+    trains = {i: Path(path) for i, path in SUBMITTED.findall(proc.stdout + proc.stderr) if rule_of(path) == "train"}
+    for subset in table.index:
+        checkpoint = f"results/models/demo/{subset}/tiny-rn/seed0/checkpoint.pt"
+        assert (work / checkpoint).stat().st_size > 0
+        jobs = [i for i, path in trains.items() if checkpoint in path.read_text(errors="replace")]
+        assert len(jobs) == 1, f"{subset}: Slurm train jobs {jobs}"
+        train_log = (work / "logs" / "train" / "demo" / subset / "tiny-rn" / "seed0.log").read_text(errors="replace")
+        assert "Start epoch 0" in train_log  # open_clip_train's own loop ran
+        assert table.loc[subset, "samples"] > 0 and 0 <= table.loc[subset, "tiny-rn IN"] <= 1
 
 
 def test_outputs_and_counts(tiny_on_slurm):
