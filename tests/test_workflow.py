@@ -145,7 +145,7 @@ def test_a_second_training_seed_trains_only_the_table_rows_again(tiny_run):
     assert jobs == {}  # Tables 1-2 do not use the seeds
     jobs = planned_jobs(tiny_run, "results/table3.csv", "--configfile", str(tiny_run / "seeds.yaml"))
     rows = len(pd.read_csv(tiny_run / "results" / "table3.csv"))
-    assert jobs == {"train": rows, "evaluate": rows, "evaluate_sync": rows, "curation_table": 1, "all": 1}
+    assert jobs == {"train": rows, "evaluate": rows, "evaluate_sync": rows, "curation_table": 1}
 
 
 def test_a_table_setting_reruns_only_tables(tiny_run):
