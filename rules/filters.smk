@@ -5,8 +5,8 @@
 
 from parrotscope.cluster import cluster_scorer
 from parrotscope.curate import subset_wildcard
-from parrotscope.filters import (FIX, VARIANT_OF, VARIANTS, check_filters, filter_subsets, filters_scorer, method_of,
-                                 subset_name)
+from parrotscope.filter_names import FIX, method_of, subset_name
+from parrotscope.filters import VARIANT_OF, VARIANTS, check_filters, filter_subsets, filters_scorer
 
 check_filters(config)
 FILTERS = config["filters"]
@@ -144,7 +144,7 @@ rule table10:
         archs=config["train"]["models"],
         dataset=config["study_dataset"],
         decimals=config["tables"]["decimals"],
-        code=code_version("filters"),
+        code=code_version("tables"),
     log:
         "logs/tables/table10.log",
     benchmark:
@@ -167,7 +167,7 @@ rule table_filters:
         subsets=filter_subsets(config),
         archs=config["train"]["models"],
         decimals=config["tables"]["decimals"],
-        code=code_version("filters"),
+        code=code_version("tables"),
     log:
         "logs/tables/table_filters.log",
     benchmark:

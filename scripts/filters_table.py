@@ -1,4 +1,4 @@
-from parrotscope.filters import run_filters_table
+from parrotscope.tables import run_filters_table
 from parrotscope.smk import log_to_file
 
 with log_to_file(snakemake):

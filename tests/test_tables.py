@@ -1,4 +1,5 @@
-"""Table 1 from fixed per-sample tables: statistics and sample accounting."""
+"""The tables from fixed inputs: Table 1's statistics and sample accounting, Table 2, the curation
+tables, Table 10 and the filters table."""
 
 import json
 import math
@@ -8,8 +9,8 @@ import pytest
 
 from parrotscope.db import connect
 from parrotscope.io import write_parquet
-from parrotscope.tables import (build_curation_table, build_table1, dataset_columns, format_table1, run_curation_table,
-                                table1_stats)
+from parrotscope.tables import (build_curation_table, build_filters_table, build_table1, build_table10, dataset_columns,
+                                format_table1, run_curation_table, table1_stats)
 
 
 def match_frame():
@@ -183,3 +184,39 @@ def test_curation_table_keeps_mean_score_when_subsets_read_scores():
     table = build_curation_table(["rsa_ge_0.3"], ["tiny-rn"], [_eval(0.1, 0.1, 0.1)],
                                  [_sync(0.1, 0.1, 0.1, 0.1)], stats)
     assert table.loc["rsa_ge_0.3", "Avg. S(raw)"] == 0.31
+
+
+# --- Table 10 and the filters table ----------------------------------------------------------------
+
+
+def _eval_empty_groups(inet, ret):
+    """Every DataComp group, ImageNet dist. shifts and VTAB without a value."""
+    return {"groups": {"ImageNet": {"value": inet}, "ImageNet dist. shifts": {"value": None},
+                       "VTAB": {"value": None}, "Retrieval": {"value": ret}, "Average": {"value": (inet + ret) / 2}}}
+
+
+def test_table10_has_the_papers_rows_for_each_model():
+    table = build_table10([("filter_fix", "tiny-rn"), ("pool", "tiny-rn")], ["tiny-rn"],
+                          [_eval_empty_groups(0.5, 0.1), _eval_empty_groups(0.4, 0.2)],
+                          [_sync(0.163, 0.0659, 0.01, 0.0), _sync(0.368, 0.0427, 0.2, 0.4)],
+                          [1200, 4000], "demo", 3)
+    assert list(table.columns) == ["filter_fix", "pool"]
+    assert table.loc["Sync. Score ↓", "filter_fix"] == "0.163 ± 0.066"
+    assert table.loc["Data", "pool"] == "4000 (demo)"
+    assert list(table.index) == ["Data", "Sync. Score ↓", "IN", "Retrieval", "Avg.", "sync gap ↓ (added)",
+                                 "word acc. ↓ (added)"]  # groups no model has are left out
+    assert table.loc["Avg.", "pool"] == "0.300"
+
+
+def test_filters_table_adds_the_parrot_shares():
+    stats = [{"n_selected": 2, "n_eligible": 2, "mean_s_raw": 0.4,
+              "shares": {"share w/ text": 0.0, "share parrot": 0.0, "share parrot (truth)": None}},
+             {"n_selected": 2, "n_eligible": 3, "mean_s_raw": 0.43,
+              "shares": {"share w/ text": 1.0, "share parrot": 0.5, "share parrot (truth)": None}}]
+    table = build_filters_table(["filter_fix", "filter_clip_score"], ["tiny-rn"],
+                                [_eval_empty_groups(0.5, 0.1), _eval_empty_groups(0.3, 0.1)],
+                                [_sync(0.1, 0.01, 0.0, 0.0), _sync(0.3, 0.02, 0.1, 0.2)], stats)
+    assert table["filter"].tolist() == ["fix", "clip_score"]
+    assert table.loc["filter_clip_score", "share parrot"] == 0.5
+    assert "share parrot (truth)" not in table.columns  # no data has it here
+    assert table.loc["filter_fix", "tiny-rn IN"] == 0.5 and table.loc["filter_clip_score", "eligible"] == 3

@@ -5,16 +5,23 @@ Rates are means of per-sample CoTR: "in total" over every processed sample (text
 count as 0), "in images with embedded text" over those with at least one spotted word.
 
 Tables 1 and 2 are dataset-wide: they are aggregate queries over the per-part tables through
-:mod:`parrotscope.db`, so their memory does not grow with the dataset.
+:mod:`parrotscope.db`, so their memory does not grow with the dataset. Tables 3-6 (curated
+subsets), Table 10 and the filters table (the subsets of :mod:`parrotscope.filters`) are built
+from the trained models' evaluations.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .db import Engine, columns_of, connect, number, one_row, parquet_source, sql_name
+from .filter_names import method_of
 from .io import read_json, write_csv
+from .shards import count_training_samples
 
 TABLE1_ROWS = [
     "Num. of Total Img.",
@@ -322,6 +329,79 @@ def build_curation_table(subsets: list[str], archs: list[str], evals: list[dict]
 
 def run_curation_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
                        stats_paths: list[str], out_csv: str, decimals: int) -> None:
-    table = build_curation_table(subsets, archs, [read_json(p) for p in eval_paths],
-                                 [read_json(p) for p in sync_paths], [read_json(p) for p in stats_paths])
+    _run_subset_table(build_curation_table, subsets, archs, eval_paths, sync_paths, stats_paths, out_csv, decimals)
+
+
+def _run_subset_table(build, subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
+                      stats_paths: list[str], out_csv: str, decimals: int) -> None:
+    """A table of one row per subset, ``build(subsets, archs, evals, syncs, stats)`` from the files
+    (evaluations subset-major over ``archs``), rounded to ``decimals``."""
+    table = build(subsets, archs, [read_json(p) for p in eval_paths], [read_json(p) for p in sync_paths],
+                  [read_json(p) for p in stats_paths])
     write_csv(table.round(decimals), out_csv)
+
+
+# Table 10 (paper Sec. 8): the simple fix (parrotscope.filters) against reference models; and the
+# filters table: every filter trained and evaluated alike, with the parrot captions it leaves.
+TABLE10_GROUPS = {"ImageNet": "IN", "ImageNet dist. shifts": "IN dist. shifts", "VTAB": "VTAB",
+                  "Retrieval": "Retrieval", "Average": "Avg."}
+
+
+def model_label(subset: str, arch: str, archs: Sequence[str]) -> str:
+    """A Table 10 column: the subset, and the architecture when several are trained."""
+    return subset if len(archs) == 1 else f"{subset} {arch}"
+
+
+def build_table10(models: Sequence[tuple[str, str]], archs: Sequence[str], evals: Sequence[dict],
+                  syncs: Sequence[dict], samples: Sequence[int], dataset: str, decimals: int) -> pd.DataFrame:
+    """The paper's Table 10: one column per (subset, arch) model, rows Data, Sync. Score (mean ±
+    std, lower = reads less), the DataComp groups that any model has, and two rows the paper does
+    not print: the sync gap and word accuracy (the raw Sync. Score of tiny from-scratch models is
+    not comparable between them; the gap is, see NOTES.md)."""
+    def fmt(x) -> str:
+        return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.{decimals}f}"
+
+    columns: dict[str, dict[str, str]] = {}
+    for (subset, arch), result, sync, n in zip(models, evals, syncs, samples):
+        col = {"Data": f"{n} ({dataset})",
+               "Sync. Score ↓": f"{fmt(sync.get('sync_score_mean'))} ± {fmt(sync.get('sync_score_std'))}"}
+        for group, label in TABLE10_GROUPS.items():
+            col[label] = fmt(result["groups"].get(group, {}).get("value"))
+        col["sync gap ↓ (added)"] = fmt(sync.get("sync_gap_mean"))
+        col["word acc. ↓ (added)"] = fmt(sync.get("word_accuracy"))
+        columns[model_label(subset, arch, archs)] = col
+    table = pd.DataFrame(columns)
+    empty = [r for r in TABLE10_GROUPS.values() if (table.loc[r] == "").all()]
+    table = table.drop(index=empty)
+    table.index.name = "metric"
+    return table
+
+
+def run_table10(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
+                size_paths: list[str], dataset: str, out_csv: str, decimals: int) -> None:
+    """Evaluations subset-major over ``archs``; ``size_paths`` one per subset: its stats.json, or
+    parts.json for the model trained on the whole pool."""
+    sizes = [int(read_json(p)["n_selected"]) if p.endswith("stats.json") else count_training_samples(p)
+             for p in size_paths]
+    models = [(s, a) for s in subsets for a in archs]
+    samples = [n for n in sizes for _ in archs]
+    table = build_table10(models, archs, [read_json(p) for p in eval_paths], [read_json(p) for p in sync_paths],
+                          samples, dataset, decimals)
+    write_csv(table, out_csv)
+
+
+def build_filters_table(subsets: list[str], archs: list[str], evals: list[dict], syncs: list[dict],
+                        stats: list[dict]) -> pd.DataFrame:
+    """Tables 3-6's columns per filter subset (:func:`build_curation_table`), plus the shares of
+    text and parrot captions each filter left in its subset."""
+    table = build_curation_table(subsets, archs, evals, syncs, stats)
+    shares = pd.DataFrame.from_dict({s: st.get("shares", {}) for s, st in zip(subsets, stats)}, orient="index")
+    shares = shares.dropna(axis=1, how="all").astype(float)
+    table = table.join(shares)
+    table.insert(0, "filter", [method_of(s) for s in subsets])
+    return table
+
+
+def run_filters_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
+                      stats_paths: list[str], out_csv: str, decimals: int) -> None:
+    _run_subset_table(build_filters_table, subsets, archs, eval_paths, sync_paths, stats_paths, out_csv, decimals)
