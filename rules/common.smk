@@ -131,16 +131,30 @@ def assign_parts(dataset):
     return [f"results/{dataset}/cluster/{cluster_scorer(config)}/assign/{p}.parquet" for p in part_names(dataset)]
 
 
+def library_file(module):
+    """The file of library module ``module``, dotted below parrotscope (``io``, ``demo.pool``); a
+    package's is its ``__init__.py``."""
+    path = LIB.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 def library_deps(module, seen=None):
-    """The library module and every parrotscope module it imports, transitively."""
+    """The library module and every parrotscope module it imports, transitively. Importing a
+    module of a package runs the package's ``__init__`` first, so that counts as imported too."""
     seen = set() if seen is None else seen
     if module in seen:
         return seen
     seen.add(module)
-    source = (LIB / f"{module}.py").read_text()
-    for dep in re.findall(r"^\s*from (?:\.|parrotscope\.)(\w+) import", source, re.M):
-        if (LIB / f"{dep}.py").exists():
-            library_deps(dep, seen)
+    path = library_file(module)
+    # Relative imports start from the module's package: itself for an __init__.py, else its parent.
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    for dots, name in re.findall(r"^\s*from (\.+|parrotscope\.)([\w.]+) import", path.read_text(), re.M):
+        base = [] if dots == "parrotscope." else package[: len(package) - len(dots) + 1]
+        parts = [*base, *name.split(".")]
+        for i in range(1, len(parts) + 1):
+            dep = ".".join(parts[:i])
+            if library_file(dep).exists():
+                library_deps(dep, seen)
     return seen
 
 
@@ -154,7 +168,7 @@ def code_version(*modules):
         library_deps(m, deps)
     h = hashlib.sha256()
     for m in sorted(deps | {"smk"}):
-        h.update((LIB / f"{m}.py").read_bytes())
+        h.update(library_file(m).read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -5,8 +5,8 @@
 
 from parrotscope.cluster import cluster_scorer
 from parrotscope.curate import subset_wildcard
-from parrotscope.filters import (FIX, VARIANT_OF, VARIANTS, check_filters, filter_subsets, filters_scorer, method_of,
-                                 subset_name)
+from parrotscope.filter_names import FIX, method_of, subset_name
+from parrotscope.filters import VARIANT_OF, VARIANTS, check_filters, filter_subsets, filters_scorer
 
 check_filters(config)
 FILTERS = config["filters"]
@@ -142,9 +142,10 @@ rule table10:
     params:
         subsets=table10_models(),
         archs=config["train"]["models"],
+        seeds=config["train"]["seeds"],
         dataset=config["study_dataset"],
         decimals=config["tables"]["decimals"],
-        code=code_version("filters"),
+        code=code_version("tables"),
     log:
         "logs/tables/table10.log",
     benchmark:
@@ -166,8 +167,9 @@ rule table_filters:
     params:
         subsets=filter_subsets(config),
         archs=config["train"]["models"],
+        seeds=config["train"]["seeds"],
         decimals=config["tables"]["decimals"],
-        code=code_version("filters"),
+        code=code_version("tables"),
     log:
         "logs/tables/table_filters.log",
     benchmark:

@@ -1,6 +1,6 @@
 """Snakemake script: write one training shard of the built-in demo dataset."""
 
-from parrotscope.demo import write_demo_shard
+from parrotscope.demo.pool import write_demo_shard
 from parrotscope.smk import log_to_file
 
 smk = snakemake  # noqa: F821 (injected by Snakemake's script: directive)

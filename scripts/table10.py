@@ -1,7 +1,7 @@
-from parrotscope.filters import run_table10
+from parrotscope.tables import run_table10
 from parrotscope.smk import log_to_file
 
 with log_to_file(snakemake):
     i, p = snakemake.input, snakemake.params
     run_table10(p.subsets, p.archs, list(i.evals), list(i.syncs), list(i.sizes), p.dataset, snakemake.output[0],
-                p.decimals)
+                p.decimals, len(p.seeds))

@@ -108,28 +108,57 @@ def type_checking_only(tree: ast.AST) -> set[ast.AST]:
     return skip
 
 
+def library_module(path: Path) -> str:
+    """The dotted name of a library file: ``parrotscope.io``, ``parrotscope.demo`` (an __init__.py)."""
+    rel = path.relative_to(LIB).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(("parrotscope", *parts))
+
+
 def module_imports(path: Path) -> set[str]:
     """Every module an import statement in ``path`` names, at any level (except type-checking
-    blocks); relative imports of the library as ``parrotscope.<module>``."""
+    blocks); relative imports of the library resolved from the file's package
+    (``parrotscope.<module>``, ``parrotscope.demo.<module>``)."""
     names = set()
     tree = ast.parse(path.read_text())
     skip = type_checking_only(tree)
+    package = None  # relative imports count from here: the package of a library file
+    if path.is_relative_to(LIB):
+        module = library_module(path)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(tree):
         if node in skip:
             continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = "parrotscope." + (node.module or "") if node.level else node.module
-            names.add(base.rstrip("."))
-            if base.rstrip(".") == "parrotscope":
-                names.update(f"parrotscope.{alias.name}" for alias in node.names)
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            names.add(base)
+            if base.split(".")[0] == "parrotscope":
+                # `from parrotscope import figures`, `from . import x`: the names may be modules
+                names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
 
 
-def library_file(name: str) -> Path:
-    parts = name.split(".")
-    return LIB / f"{parts[1]}.py" if len(parts) > 1 and (LIB / f"{parts[1]}.py").exists() else LIB / "__init__.py"
+def library_files(name: str) -> list[Path]:
+    """The files that importing library module ``name`` runs: every package's __init__.py on the
+    way down and the module's own file. A name below a module (``parrotscope.io.KEY``) is that
+    module; anything not found is the package's __init__.py."""
+    files, parts = [LIB / "__init__.py"], name.split(".")[1:]
+    folder = LIB
+    for part in parts:
+        if (folder / part).is_dir():
+            folder = folder / part
+            files.append(folder / "__init__.py")
+        else:
+            if (folder / f"{part}.py").exists():
+                files.append(folder / f"{part}.py")
+            break
+    return files
 
 
 @cache
@@ -149,7 +178,7 @@ def needed_distributions(script: str) -> dict[str, set[str]]:
         for name in module_imports(path):
             top = name.split(".")[0]
             if top == "parrotscope":
-                todo.append(library_file(name))
+                todo.extend(library_files(name))
             elif top not in sys.stdlib_module_names and top != "snakemake":
                 for dist in import_distributions().get(top, [top]):
                     needed.setdefault(canonical(dist), set()).add(path.stem)

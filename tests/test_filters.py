@@ -17,9 +17,8 @@ from parrotscope.curate import SubsetTooSmall, sample_keys, subset_stats
 from parrotscope.db import Engine
 from parrotscope.embed import write_embeddings
 from parrotscope.filters import (
-    SHARE_COLUMNS, VARIANT_OF, FilterError, FixSettings, build_filters_table, build_table10, check_filters,
-    dedup_within_clusters, flip_horizontal, greedy_keep_first, mean_fill, rescore_part, run_baseline, run_fix,
-    variant_images)
+    SHARE_COLUMNS, VARIANT_OF, FilterError, FixSettings, check_filters, dedup_within_clusters, flip_horizontal,
+    greedy_keep_first, mean_fill, rescore_part, run_baseline, run_fix, variant_images)
 from parrotscope.io import KEY, read_json, write_parquet
 from parrotscope.score import Scorer, clip_scores
 from parrotscope.train import build_model
@@ -696,43 +695,7 @@ def test_run_fix_and_baselines_join_part_tables_by_key(tmp_path):
     assert stats["size"] == 2 and len(keys) == 2
 
 
-# --- tables and configuration --------------------------------------------------------------------
-
-
-def eval_json(inet, ret):
-    return {"groups": {"ImageNet": {"value": inet}, "ImageNet dist. shifts": {"value": None},
-                       "VTAB": {"value": None}, "Retrieval": {"value": ret}, "Average": {"value": (inet + ret) / 2}}}
-
-
-def sync_json(mean, std, gap, acc):
-    return {"sync_score_mean": mean, "sync_score_std": std, "sync_gap_mean": gap, "word_accuracy": acc}
-
-
-def test_table10_has_the_papers_rows_for_each_model():
-    table = build_table10([("filter_fix", "tiny-rn"), ("pool", "tiny-rn")], ["tiny-rn"],
-                          [eval_json(0.5, 0.1), eval_json(0.4, 0.2)],
-                          [sync_json(0.163, 0.0659, 0.01, 0.0), sync_json(0.368, 0.0427, 0.2, 0.4)],
-                          [1200, 4000], "demo", 3)
-    assert list(table.columns) == ["filter_fix", "pool"]
-    assert table.loc["Sync. Score ↓", "filter_fix"] == "0.163 ± 0.066"
-    assert table.loc["Data", "pool"] == "4000 (demo)"
-    assert list(table.index) == ["Data", "Sync. Score ↓", "IN", "Retrieval", "Avg.", "sync gap ↓ (added)",
-                                 "word acc. ↓ (added)"]  # groups no model has are left out
-    assert table.loc["Avg.", "pool"] == "0.300"
-
-
-def test_filters_table_adds_the_parrot_shares():
-    stats = [{"n_selected": 2, "n_eligible": 2, "mean_s_raw": 0.4,
-              "shares": {"share w/ text": 0.0, "share parrot": 0.0, "share parrot (truth)": None}},
-             {"n_selected": 2, "n_eligible": 3, "mean_s_raw": 0.43,
-              "shares": {"share w/ text": 1.0, "share parrot": 0.5, "share parrot (truth)": None}}]
-    table = build_filters_table(["filter_fix", "filter_clip_score"], ["tiny-rn"],
-                                [eval_json(0.5, 0.1), eval_json(0.3, 0.1)],
-                                [sync_json(0.1, 0.01, 0.0, 0.0), sync_json(0.3, 0.02, 0.1, 0.2)], stats)
-    assert table["filter"].tolist() == ["fix", "clip_score"]
-    assert table.loc["filter_clip_score", "share parrot"] == 0.5
-    assert "share parrot (truth)" not in table.columns  # no data has it here
-    assert table.loc["filter_fix", "tiny-rn IN"] == 0.5 and table.loc["filter_clip_score", "eligible"] == 3
+# --- configuration -------------------------------------------------------------------------------
 
 
 def test_check_filters_names_mistakes():

@@ -1,4 +1,5 @@
-"""Table 1 from fixed per-sample tables: statistics and sample accounting."""
+"""The tables from fixed inputs: Table 1's statistics and sample accounting, Table 2, the curation
+tables, Table 10 and the filters table."""
 
 import json
 import math
@@ -8,8 +9,8 @@ import pytest
 
 from parrotscope.db import connect
 from parrotscope.io import write_parquet
-from parrotscope.tables import (build_curation_table, build_table1, dataset_columns, format_table1, run_curation_table,
-                                table1_stats)
+from parrotscope.tables import (build_curation_table, build_filters_table, build_table1, build_table10, dataset_columns,
+                                format_table1, run_curation_table, table1_stats)
 
 
 def match_frame():
@@ -204,3 +205,62 @@ def test_curation_table_over_seeds_has_each_measure_beside_its_spread():
     assert (table["seeds"] == 2).all()
     one = build_curation_table(["random", "text_only"], ["tiny-rn"], evals[::2], syncs[::2], stats)
     assert "seeds" not in one.columns and not any(c.endswith("seed std") for c in one.columns)
+
+
+# --- Table 10 and the filters table ----------------------------------------------------------------
+
+
+def _eval_empty_groups(inet, ret):
+    """Every DataComp group, ImageNet dist. shifts and VTAB without a value."""
+    return {"groups": {"ImageNet": {"value": inet}, "ImageNet dist. shifts": {"value": None},
+                       "VTAB": {"value": None}, "Retrieval": {"value": ret}, "Average": {"value": (inet + ret) / 2}}}
+
+
+def test_table10_has_the_papers_rows_for_each_model():
+    table = build_table10([("filter_fix", "tiny-rn"), ("pool", "tiny-rn")], ["tiny-rn"],
+                          [_eval_empty_groups(0.5, 0.1), _eval_empty_groups(0.4, 0.2)],
+                          [_sync(0.163, 0.0659, 0.01, 0.0), _sync(0.368, 0.0427, 0.2, 0.4)],
+                          [1200, 4000], "demo", 3)
+    assert list(table.columns) == ["filter_fix", "pool"]
+    assert table.loc["Sync. Score ↓", "filter_fix"] == "0.163 ± 0.066"
+    assert table.loc["Data", "pool"] == "4000 (demo)"
+    assert list(table.index) == ["Data", "Sync. Score ↓", "IN", "Retrieval", "Avg.", "sync gap ↓ (added)",
+                                 "word acc. ↓ (added)"]  # groups no model has are left out
+    assert table.loc["Avg.", "pool"] == "0.300"
+
+
+def test_filters_table_adds_the_parrot_shares():
+    stats = [{"n_selected": 2, "n_eligible": 2, "mean_s_raw": 0.4,
+              "shares": {"share w/ text": 0.0, "share parrot": 0.0, "share parrot (truth)": None}},
+             {"n_selected": 2, "n_eligible": 3, "mean_s_raw": 0.43,
+              "shares": {"share w/ text": 1.0, "share parrot": 0.5, "share parrot (truth)": None}}]
+    table = build_filters_table(["filter_fix", "filter_clip_score"], ["tiny-rn"],
+                                [_eval_empty_groups(0.5, 0.1), _eval_empty_groups(0.3, 0.1)],
+                                [_sync(0.1, 0.01, 0.0, 0.0), _sync(0.3, 0.02, 0.1, 0.2)], stats)
+    assert table["filter"].tolist() == ["fix", "clip_score"]
+    assert table.loc["filter_clip_score", "share parrot"] == 0.5
+    assert "share parrot (truth)" not in table.columns  # no data has it here
+    assert table.loc["filter_fix", "tiny-rn IN"] == 0.5 and table.loc["filter_clip_score", "eligible"] == 3
+
+
+def test_table10_and_filters_table_over_seeds():
+    """Two seeds per model: Table 10 gets a `seed std` row under each measure, the filters table a
+    `seed std` column beside each; the selection's own columns stay single."""
+    evals = [_eval_empty_groups(0.5, 0.1), _eval_empty_groups(0.7, 0.3),   # filter_fix, seeds 0 and 1
+             _eval_empty_groups(0.4, 0.2), _eval_empty_groups(0.4, 0.2)]   # pool
+    syncs = [_sync(0.1, 0.05, 0.0, 0.0), _sync(0.3, 0.07, 0.2, 0.5),
+             _sync(0.3, 0.04, 0.2, 0.4), _sync(0.3, 0.04, 0.2, 0.4)]
+    table = build_table10([("filter_fix", "tiny-rn"), ("pool", "tiny-rn")], ["tiny-rn"], evals, syncs,
+                          [1200, 4000], "demo", 3, n_seeds=2)
+    assert list(table.index) == ["Data", "Sync. Score ↓", "Sync. Score ↓ seed std", "IN", "IN seed std",
+                                 "Retrieval", "Retrieval seed std", "Avg.", "Avg. seed std", "sync gap ↓ (added)",
+                                 "sync gap ↓ (added) seed std", "word acc. ↓ (added)", "word acc. ↓ (added) seed std"]
+    assert table.loc["Sync. Score ↓", "filter_fix"] == "0.200 ± 0.060"  # seeds' means of mean and word std
+    assert table.loc["Sync. Score ↓ seed std", "filter_fix"] == "0.141"
+    assert table.loc["IN", "filter_fix"] == "0.600" and table.loc["IN seed std", "pool"] == "0.000"
+    stats = [{"n_selected": 2, "n_eligible": 2, "mean_s_raw": 0.4, "shares": {"share parrot": 0.0}},
+             {"n_selected": 2, "n_eligible": 3, "mean_s_raw": 0.43, "shares": {"share parrot": 0.5}}]
+    filters = build_filters_table(["filter_fix", "filter_clip_score"], ["tiny-rn"], evals, syncs, stats, n_seeds=2)
+    assert filters.loc["filter_fix", "tiny-rn IN"] == pytest.approx(0.6)
+    assert filters.loc["filter_fix", "tiny-rn IN seed std"] == pytest.approx(0.1414, abs=1e-4)
+    assert filters.loc["filter_clip_score", "share parrot"] == 0.5 and "share parrot seed std" not in filters

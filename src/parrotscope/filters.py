@@ -73,16 +73,13 @@ from tqdm import tqdm
 from .curate import STAT_MEANS, SubsetTooSmall
 from .db import (Engine, columns_of, connect, copy_to_parquet, number, one_row, parquet_source, register_keyed_rank,
                  sql_name, sql_string)
+from .filter_names import BASELINES, FIX, FilterError, subset_name
 from .inpaint import dilation_kernel, rasterise, text_rows, word_polygons
-from .io import KEY, read_json, read_parquet, write_csv, write_json, write_parquet
+from .io import KEY, read_json, read_parquet, write_json, write_parquet
 from .shards import OK, ShardError
 
 log = logging.getLogger(__name__)
 
-PREFIX = "filter_"
-FIX = "fix"
-BASELINES = ("clip_score", "tmars", "flip_clip", "random")
-METHODS = (FIX, *BASELINES)
 # Per-part re-scoring each baseline needs (rule `filter_rescore`), by rescore variant.
 VARIANTS = ("tmars", "flip")
 VARIANT_OF = {"tmars": "tmars", "flip_clip": "flip"}
@@ -96,20 +93,6 @@ SHARE_COLUMNS = {
     "share w/ text (truth)": "gt_has_text",
     "share parrot (truth)": "gt_is_parrot",
 }
-
-
-class FilterError(ValueError):
-    """A filter input or setting is wrong; the message names it."""
-
-
-def subset_name(method: str) -> str:
-    if method not in METHODS:
-        raise FilterError(f"unknown filter {method!r}; filters: {list(METHODS)}")
-    return PREFIX + method
-
-
-def method_of(subset: str) -> str:
-    return subset.removeprefix(PREFIX)
 
 
 # --- T-MARS masking and the flipped image ------------------------------------------------------
@@ -719,77 +702,6 @@ def run_baseline(method: str, index_paths: Sequence[str], fix_stats_path: str, k
     write_json(stats, stats_path)
     log.info("%s: %d chosen (%s; %d eligible)", method, stats["n_selected"], stats["chosen_by"], stats["n_eligible"])
     return stats
-
-
-# --- tables ------------------------------------------------------------------------------------
-
-TABLE10_GROUPS = {"ImageNet": "IN", "ImageNet dist. shifts": "IN dist. shifts", "VTAB": "VTAB",
-                  "Retrieval": "Retrieval", "Average": "Avg."}
-
-
-def model_label(subset: str, arch: str, archs: Sequence[str]) -> str:
-    return subset if len(archs) == 1 else f"{subset} {arch}"
-
-
-def build_table10(models: Sequence[tuple[str, str]], archs: Sequence[str], evals: Sequence[dict],
-                  syncs: Sequence[dict], samples: Sequence[int], dataset: str, decimals: int) -> pd.DataFrame:
-    """The paper's Table 10: one column per (subset, arch) model, rows Data, Sync. Score (mean ±
-    std, lower = reads less), the DataComp groups that any model has, and two rows the paper does
-    not print: the sync gap and word accuracy (the raw Sync. Score of tiny from-scratch models is
-    not comparable between them; the gap is, see NOTES.md)."""
-    def fmt(x) -> str:
-        return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.{decimals}f}"
-
-    columns: dict[str, dict[str, str]] = {}
-    for (subset, arch), result, sync, n in zip(models, evals, syncs, samples):
-        col = {"Data": f"{n} ({dataset})",
-               "Sync. Score ↓": f"{fmt(sync.get('sync_score_mean'))} ± {fmt(sync.get('sync_score_std'))}"}
-        for group, label in TABLE10_GROUPS.items():
-            col[label] = fmt(result["groups"].get(group, {}).get("value"))
-        col["sync gap ↓ (added)"] = fmt(sync.get("sync_gap_mean"))
-        col["word acc. ↓ (added)"] = fmt(sync.get("word_accuracy"))
-        columns[model_label(subset, arch, archs)] = col
-    table = pd.DataFrame(columns)
-    empty = [r for r in TABLE10_GROUPS.values() if (table.loc[r] == "").all()]
-    table = table.drop(index=empty)
-    table.index.name = "metric"
-    return table
-
-
-def run_table10(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
-                size_paths: list[str], dataset: str, out_csv: str, decimals: int) -> None:
-    """Evaluations subset-major over ``archs``; ``size_paths`` one per subset: its stats.json, or
-    parts.json for the model trained on the whole pool."""
-    from .train import count_training_samples
-
-    sizes = [int(read_json(p)["n_selected"]) if p.endswith("stats.json") else count_training_samples(p)
-             for p in size_paths]
-    models = [(s, a) for s in subsets for a in archs]
-    samples = [n for n in sizes for _ in archs]
-    table = build_table10(models, archs, [read_json(p) for p in eval_paths], [read_json(p) for p in sync_paths],
-                          samples, dataset, decimals)
-    write_csv(table, out_csv)
-
-
-def build_filters_table(subsets: list[str], archs: list[str], evals: list[dict], syncs: list[dict],
-                        stats: list[dict]) -> pd.DataFrame:
-    """Tables 3-6's columns per filter subset (tables.build_curation_table), plus the shares of
-    text and parrot captions each filter left in its subset."""
-    from .tables import build_curation_table
-
-    table = build_curation_table(subsets, archs, evals, syncs, stats)
-    shares = pd.DataFrame.from_dict({s: st.get("shares", {}) for s, st in zip(subsets, stats)}, orient="index")
-    shares = shares.dropna(axis=1, how="all").astype(float)
-    table = table.join(shares)
-    table.insert(0, "filter", [method_of(s) for s in subsets])
-    return table
-
-
-def run_filters_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
-                      stats_paths: list[str], out_csv: str, decimals: int) -> None:
-    table = build_filters_table(subsets, archs, [read_json(p) for p in eval_paths],
-                                [read_json(p) for p in sync_paths], [read_json(p) for p in stats_paths])
-    write_csv(table.round(decimals), out_csv)
 
 
 # --- configuration -----------------------------------------------------------------------------

@@ -44,6 +44,8 @@ import numpy as np
 from braceexpand import braceexpand
 from PIL import Image, ImageFile
 
+from .io import read_json
+
 # Pixel limits are enforced by check_sample with a configured bound and a recorded reason,
 # rather than by PIL's global decompression-bomb error.
 Image.MAX_IMAGE_PIXELS = None
@@ -444,6 +446,19 @@ def scan_shard(path: str, on_bad_shard: str = FAIL) -> ShardScan:
         raise ShardError(f"shard {path}: unreadable tar after {n} sample(s) ({type(exc).__name__}: {exc}); "
                          f"the shard is truncated or garbled: rebuild it") from exc
     return ShardScan(n_samples=n, unpickled_members=unpickled)
+
+
+def count_training_samples(counts_json: str) -> int:
+    """Samples in the training shards: ``ok`` of a dataset's ``parts.json`` (skipped samples are in
+    the raw shards too; the trainer's decoder skips them) or the sum of OpenCLIP's ``sizes.json``.
+
+    The trainer's sample count, and Table 10's data sizes: here, not in :mod:`parrotscope.train`,
+    so that the tables read it without importing the trainer (the tables' environment has no
+    torch)."""
+    counts = read_json(counts_json)
+    if "ok" in counts and "parts" in counts:
+        return int(counts["ok"])
+    return int(sum(counts.values()))
 
 
 def iter_part(shards: Iterable[str], on_bad_shard: str = RECORD, damage: list[ShardDamage] | None = None

@@ -5,18 +5,23 @@ Rates are means of per-sample CoTR: "in total" over every processed sample (text
 count as 0), "in images with embedded text" over those with at least one spotted word.
 
 Tables 1 and 2 are dataset-wide: they are aggregate queries over the per-part tables through
-:mod:`parrotscope.db`, so their memory does not grow with the dataset.
+:mod:`parrotscope.db`, so their memory does not grow with the dataset. Tables 3-6 (curated
+subsets), Table 10 and the filters table (the subsets of :mod:`parrotscope.filters`) are built
+from the trained models' evaluations.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .db import Engine, columns_of, connect, number, one_row, parquet_source, sql_name
+from .filter_names import method_of
 from .io import read_json, write_csv
+from .shards import count_training_samples
 
 TABLE1_ROWS = [
     "Num. of Total Img.",
@@ -363,6 +368,98 @@ def build_curation_table(subsets: list[str], archs: list[str], evals: list[dict]
 
 def run_curation_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
                        stats_paths: list[str], out_csv: str, decimals: int, n_seeds: int = 1) -> None:
-    table = build_curation_table(subsets, archs, [read_json(p) for p in eval_paths],
-                                 [read_json(p) for p in sync_paths], [read_json(p) for p in stats_paths], n_seeds)
+    _run_subset_table(build_curation_table, subsets, archs, eval_paths, sync_paths, stats_paths, out_csv, decimals,
+                      n_seeds)
+
+
+def _run_subset_table(build, subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
+                      stats_paths: list[str], out_csv: str, decimals: int, n_seeds: int) -> None:
+    """A table of one row per subset, ``build(subsets, archs, evals, syncs, stats, n_seeds)`` from
+    the files (evaluations subset-major over ``archs``, then seeds), rounded to ``decimals``."""
+    table = build(subsets, archs, [read_json(p) for p in eval_paths], [read_json(p) for p in sync_paths],
+                  [read_json(p) for p in stats_paths], n_seeds)
     write_csv(table.round(decimals), out_csv)
+
+
+# Table 10 (paper Sec. 8): the simple fix (parrotscope.filters) against reference models; and the
+# filters table: every filter trained and evaluated alike, with the parrot captions it leaves.
+TABLE10_GROUPS = {"ImageNet": "IN", "ImageNet dist. shifts": "IN dist. shifts", "VTAB": "VTAB",
+                  "Retrieval": "Retrieval", "Average": "Avg."}
+
+
+def model_label(subset: str, arch: str, archs: Sequence[str]) -> str:
+    """A Table 10 column: the subset, and the architecture when several are trained."""
+    return subset if len(archs) == 1 else f"{subset} {arch}"
+
+
+def table10_measures(result: dict, sync: dict) -> dict[str, float]:
+    """One model's Table 10 numbers (NaN where undefined), by row label; ``Sync. std`` is the
+    spread of its Sync. Score over words, printed inside the Sync. Score cell."""
+    values = {"Sync. Score ↓": sync.get("sync_score_mean"), "Sync. std": sync.get("sync_score_std")}
+    values.update({label: result["groups"].get(group, {}).get("value") for group, label in TABLE10_GROUPS.items()})
+    values["sync gap ↓ (added)"] = sync.get("sync_gap_mean")
+    values["word acc. ↓ (added)"] = sync.get("word_accuracy")
+    return {label: _number(v) for label, v in values.items()}
+
+
+def build_table10(models: Sequence[tuple[str, str]], archs: Sequence[str], evals: Sequence[dict],
+                  syncs: Sequence[dict], samples: Sequence[int], dataset: str, decimals: int,
+                  n_seeds: int = 1) -> pd.DataFrame:
+    """The paper's Table 10: one column per (subset, arch) model, rows Data, Sync. Score (mean ±
+    std over words, lower = reads less), the DataComp groups that any model has, and two rows the
+    paper does not print: the sync gap and word accuracy (the raw Sync. Score of tiny from-scratch
+    models is not comparable between them; the gap is, see NOTES.md).
+
+    ``evals``/``syncs``: model-major, then ``n_seeds`` training seeds. With several seeds each
+    number is the mean over seeds and a ``<row> seed std`` row under it gives their spread."""
+    def fmt(x) -> str:
+        return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.{decimals}f}"
+
+    columns: dict[str, dict[str, str]] = {}
+    for i, ((subset, arch), n) in enumerate(zip(models, samples)):
+        own = slice(i * n_seeds, (i + 1) * n_seeds)
+        per_seed = pd.DataFrame([table10_measures(r, s) for r, s in zip(evals[own], syncs[own])])
+        mean, std = per_seed.mean(skipna=False), per_seed.std(ddof=1, skipna=False)
+        col = {"Data": f"{n} ({dataset})"}
+        for label in per_seed.columns.drop("Sync. std"):
+            col[label] = (f"{fmt(mean[label])} ± {fmt(mean['Sync. std'])}" if label == "Sync. Score ↓"
+                          else fmt(mean[label]))
+            if n_seeds > 1:
+                col[f"{label} seed std"] = fmt(std[label])
+        columns[model_label(subset, arch, archs)] = col
+    table = pd.DataFrame(columns)
+    empty = [r for r in TABLE10_GROUPS.values() if (table.loc[r] == "").all()]
+    table = table.drop(index=empty + [f"{r} seed std" for r in empty if n_seeds > 1])
+    table.index.name = "metric"
+    return table
+
+
+def run_table10(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
+                size_paths: list[str], dataset: str, out_csv: str, decimals: int, n_seeds: int = 1) -> None:
+    """Evaluations subset-major over ``archs``, then seeds; ``size_paths`` one per subset: its
+    stats.json, or parts.json for the model trained on the whole pool."""
+    sizes = [int(read_json(p)["n_selected"]) if p.endswith("stats.json") else count_training_samples(p)
+             for p in size_paths]
+    models = [(s, a) for s in subsets for a in archs]
+    samples = [n for n in sizes for _ in archs]
+    table = build_table10(models, archs, [read_json(p) for p in eval_paths], [read_json(p) for p in sync_paths],
+                          samples, dataset, decimals, n_seeds)
+    write_csv(table, out_csv)
+
+
+def build_filters_table(subsets: list[str], archs: list[str], evals: list[dict], syncs: list[dict],
+                        stats: list[dict], n_seeds: int = 1) -> pd.DataFrame:
+    """Tables 3-6's columns per filter subset (:func:`build_curation_table`, over seeds), plus the
+    shares of text and parrot captions each filter left in its subset."""
+    table = build_curation_table(subsets, archs, evals, syncs, stats, n_seeds)
+    shares = pd.DataFrame.from_dict({s: st.get("shares", {}) for s, st in zip(subsets, stats)}, orient="index")
+    shares = shares.dropna(axis=1, how="all").astype(float)
+    table = table.join(shares)
+    table.insert(0, "filter", [method_of(s) for s in subsets])
+    return table
+
+
+def run_filters_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
+                      stats_paths: list[str], out_csv: str, decimals: int, n_seeds: int = 1) -> None:
+    _run_subset_table(build_filters_table, subsets, archs, eval_paths, sync_paths, stats_paths, out_csv, decimals,
+                      n_seeds)

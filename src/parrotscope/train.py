@@ -70,6 +70,7 @@ import torch
 
 from .devices import resolve_device
 from .io import atomic_path, write_json
+from .shards import count_training_samples
 
 ARCH_DIR = Path(__file__).parent / "archs"
 # Packaged tiny architectures for a 2-core CPU, as in the pilot of NOTES.md: a conv CLIP from
@@ -505,17 +506,6 @@ def _versions() -> dict:
 
     return {"open_clip": open_clip.__version__, "torch": torch.__version__,
             "webdataset": getattr(webdataset, "__version__", "unknown")}
-
-
-def count_training_samples(counts_json: str) -> int:
-    """Samples in the training shards: ``ok`` of a dataset's ``parts.json`` (skipped samples are in
-    the raw shards too; the trainer's decoder skips them) or the sum of OpenCLIP's ``sizes.json``."""
-    from .io import read_json
-
-    counts = read_json(counts_json)
-    if "ok" in counts and "parts" in counts:
-        return int(counts["ok"])
-    return int(sum(counts.values()))
 
 
 def check_training_shards(train_shards: list[str], counts_json: str) -> None:

@@ -1,0 +1,106 @@
+"""Captions: templates, the caption of each kind of image, and the CoTR of a caption."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .concepts import Concept, position_phrase, size_word
+
+#: Caption templates. Fields: {concept} "red circle", {color}, {shape}, {bg} e.g. "a cat photo",
+#: {pos} e.g. "top left", {size} "small"/"large".
+VISUAL_TEMPLATES = (
+    "a {color} {shape}",
+    "a {color} {shape} on {bg}",
+    "a photo of a {color} {shape}",
+    "a {size} {color} {shape} at the {pos}",
+    "{color} {shape} icon",
+    "a {color} {shape} shape on {bg}",
+)
+#: The retrieval set uses one detailed description, so captions tell images apart where possible.
+RETRIEVAL_TEMPLATE = "a {size} {color} {shape} at the {pos} on {bg}"
+#: Mixed parrot captions: {desc} is a visual description, {words} the quoted rendered words.
+MIXED_TEMPLATES = (
+    "{desc} with the text {words}",
+    "{desc} and a sign that says {words}",
+    "{words} poster with a {color} {shape}",
+    "{words} {desc}",
+    "{desc} {words}",
+    "{words} banner and a {color} {shape}",
+)
+#: Uninformative web captions ({n} is a random number), as LAION has plenty of.
+GENERIC_TEMPLATES = (
+    "untitled",
+    "image {n}",
+    "img{n}",
+    "photo {n}",
+    "stock photo",
+    "wallpaper",
+    "background image",
+    "click to enlarge",
+    "product picture {n}",
+    "dsc{n}",
+)
+
+def visual_description(
+    rng: np.random.Generator,
+    concept: Concept,
+    bg_phrase: str,
+    cfg: dict,
+    template: str | None = None,
+) -> str:
+    """A caption describing only what is drawn (no rendered words)."""
+    if template is None:
+        template = VISUAL_TEMPLATES[rng.integers(len(VISUAL_TEMPLATES))]
+    return template.format(
+        concept=concept.name,
+        color=concept.color,
+        shape=concept.shape,
+        bg=bg_phrase,
+        pos=position_phrase(concept, cfg["image_size"]),
+        size=size_word(concept, cfg),
+    )
+
+
+def generic_caption(rng: np.random.Generator) -> str:
+    """An uninformative web caption ("untitled", "img1234"): neither visual nor parroting."""
+    return GENERIC_TEMPLATES[rng.integers(len(GENERIC_TEMPLATES))].format(
+        n=int(rng.integers(100, 10000))
+    )
+
+
+def text_caption(
+    rng: np.random.Generator, cfg: dict, concept: Concept, bg_phrase: str, words: list[str]
+) -> tuple[str, str, list[str]]:
+    """(caption, caption_kind, parrot_words) for an image whose rendered words are ``words``."""
+    kind = ("exact", "mixed", "none")[
+        int(
+            rng.choice(
+                3,
+                p=[cfg["caption_exact_prob"], cfg["caption_mixed_prob"], cfg["caption_none_prob"]],
+            )
+        )
+    ]
+    if kind == "exact":
+        return " ".join(words), kind, list(words)
+    desc = visual_description(rng, concept, bg_phrase, cfg)
+    if kind == "none":
+        return desc, kind, []
+    if len(words) == 1 or rng.random() < cfg["mixed_all_words_prob"]:
+        quoted = list(words)
+    else:
+        k = int(rng.integers(1, len(words)))
+        keep = sorted(rng.choice(len(words), size=k, replace=False))
+        quoted = [words[i] for i in keep]
+    template = MIXED_TEMPLATES[rng.integers(len(MIXED_TEMPLATES))]
+    caption = template.format(
+        desc=desc, words=" ".join(quoted), color=concept.color, shape=concept.shape
+    )
+    return caption, kind, quoted
+
+
+def cotr(caption: str, words: list[str]) -> float:
+    """Co-Embedded Text Rate of Algorithm 1, case-insensitive: |caption ∩ words| / |caption|."""
+    cap = {w.lower() for w in caption.split()}
+    if not cap:
+        return 0.0
+    return len(cap & {w.lower() for w in words}) / len(cap)
