@@ -661,7 +661,10 @@ def measure_size(n: int, args, store: dict, saved: Path) -> None:
               f"load {result.load}", flush=True)
         store.update(threads=args.threads, mem_mb=args.mem_mb, measured_on=str(datetime.date.today()))
         save_store(store, saved)
-    if not args.keep:
+    failed = [step for step, m in {**entry["steps"], **entry["old"]}.items() if not m["ok"]]
+    if failed:  # kept, so that the failed steps can be measured again without synthesizing
+        print(f"  kept {root}: {len(failed)} step(s) failed", flush=True)
+    elif not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -25,3 +25,25 @@ def test_the_spill_folder_is_removed_when_the_connection_closes(tmp_path):
     assert [p.name for p in tmp_path.iterdir()][0].startswith("duckdb-spill-")
     con.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hash_partitions_grow_with_the_rows_past_the_engines_share(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from parrotscope.db import PARTITION_SHARE, hash_partitions, in_partition
+
+    paths = []
+    for p in range(3):
+        paths.append(str(tmp_path / f"p{p}.parquet"))
+        pq.write_table(pa.table({"__key__": [f"{p}-{i}" for i in range(1000)]}), paths[-1])
+    con = connect(Engine(mem_mb=1000, threads=1))
+    budget = 600 * 2 ** 20 * PARTITION_SHARE  # 60% of the job's 1000 MB, then the share
+    assert hash_partitions(con, paths, 64) == 1
+    assert hash_partitions(con, paths, int(budget // 3000) + 1) == 2  # 3,000 rows just past the budget
+    assert hash_partitions(con, paths, int(budget)) == 3000
+    # The partitions split the keys: each key in exactly one.
+    got = [con.execute(f"SELECT count(*) FROM read_parquet({paths}) WHERE {in_partition('__key__', 4, i)}")
+           .fetchall()[0][0] for i in range(4)]
+    assert sum(got) == 3000 and min(got) > 500
+    assert in_partition("__key__", 1, 0) == "true"

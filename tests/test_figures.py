@@ -305,7 +305,14 @@ def random_parts(tmp_path_factory):
     return random_study(tmp_path_factory.mktemp("random"))
 
 
-def test_cluster_profile_matches_the_pandas_reference(random_parts, tmp_path):
+@pytest.fixture(params=[1, 3], ids=["one pass", "3 hash partitions"])
+def partitions(request, monkeypatch):
+    """The study at once, or in hash partitions of the keys as past the engine's memory."""
+    monkeypatch.setattr(F, "hash_partitions", lambda con, paths, row_bytes: request.param)
+    return request.param
+
+
+def test_cluster_profile_matches_the_pandas_reference(random_parts, tmp_path, partitions):
     index, assign, paths = random_parts
     con = connect()
     cs = F.cluster_study(con, paths["index"], paths["assign"], "ref")
@@ -335,7 +342,7 @@ def test_cluster_profile_matches_the_pandas_reference(random_parts, tmp_path):
     np.testing.assert_allclose(got[means].to_numpy(float), want[means].to_numpy(float), rtol=3e-7, atol=1e-8)
 
 
-def test_top_sample_of_each_cluster_matches_pandas(random_parts):
+def test_top_sample_of_each_cluster_matches_pandas(random_parts, partitions):
     index, assign, paths = random_parts
     con = connect()
     cs = F.cluster_study(con, paths["index"], paths["assign"], "ref")
@@ -345,7 +352,7 @@ def test_top_sample_of_each_cluster_matches_pandas(random_parts):
     pd.testing.assert_series_equal(cs.sums["best_key"], want, check_names=False, check_index_type=False)
 
 
-def test_the_join_refuses_keys_that_do_not_match_one_to_one(random_parts, tmp_path):
+def test_the_join_refuses_keys_that_do_not_match_one_to_one(random_parts, tmp_path, partitions):
     index, assign, paths = random_parts
     con = connect()
     extra = tmp_path / "extra.parquet"

@@ -659,6 +659,22 @@ def test_fix_and_baselines_equal_the_reference_on_messy_parts(tmp_path, seed):
     assert shortfalls == {True, False}
 
 
+@pytest.mark.parametrize("partitions", [3, 7])
+def test_the_fix_in_hash_partitions_equals_the_reference(tmp_path, partitions, monkeypatch):
+    """Past the engine's memory the fix's joins run in hash partitions of the keys: the same
+    keys and stats (counts add up, the clusters' survivors meet in one folder per cluster)."""
+    import parrotscope.filters as filters
+
+    monkeypatch.setattr(filters, "hash_partitions", lambda con, paths, row_bytes: partitions)
+    pool, emb = messy_pool(1)
+    paths = write_dataset(tmp_path, pool, emb)
+    for settings in (FixSettings(0.3, 0.98, 4.5), FixSettings(0.25, 0.999), FixSettings(2.0, 0.98)):
+        keys, stats = fix_of(tmp_path, paths, settings)
+        ref_k, ref_s = ref_fix(ref_pool(paths, "ref", settings.aesthetic_threshold is not None), "ref", settings, emb)
+        same_keys(keys, ref_k)
+        assert_same_stats(stats, ref_s)
+
+
 def test_float32_scores_compare_as_pandas_does(tmp_path):
     """A float32 score of exactly float32(0.3) is not above 0.3 for pandas (NumPy compares in
     float32) though it is above 0.3 as a float64; the queries keep pandas' answer."""

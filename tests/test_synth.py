@@ -197,10 +197,15 @@ def messy_index(copies=3):
 @pytest.mark.parametrize("source", ["caption", "coemb"])
 @pytest.mark.parametrize("n", [1, 2, 3])
 @pytest.mark.parametrize("norm", [NORM, Normalisation(lowercase=False, strip_punctuation=True, strip_accents=False)])
-def test_vocab_queries_equal_the_in_memory_definition(tmp_path, source, n, norm):
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_vocab_queries_equal_the_in_memory_definition(tmp_path, source, n, norm, partitions, monkeypatch):
     """Counted a few rows at a time, flushed every few grams (so a gram is summed over several
-    count tables) and ranked by DuckDB: the same vocabulary as one Counter sorted in Python,
-    for every top_k that cuts through a tie."""
+    count tables) and ranked by DuckDB, at once or in hash partitions of the grams (as past the
+    engine's memory): the same vocabulary as one Counter sorted in Python, for every top_k that
+    cuts through a tie."""
+    import parrotscope.synth as synth
+
+    monkeypatch.setattr(synth, "hash_partitions", lambda con, files, row_bytes: partitions)
     index = messy_index()
     paths = write_index(tmp_path, index, parts=3)
     files = count_parts(paths, source, n, norm, tmp_path, batch_rows=5, flush_grams=4)

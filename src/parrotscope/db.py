@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ def connect(engine: Engine = Engine()):
         "temp_directory": str(spill),
         "preserve_insertion_order": False,
     })
+    # What a query may plan for (hash_partitions): the limit as bytes, kept on the connection.
+    con.execute(f"SET VARIABLE engine_memory_bytes = {engine.memory_limit_mb * 2 ** 20}")
     log.info("duckdb %s: memory_limit %d MB, %d thread(s), spill to %s", duckdb.__version__,
              engine.memory_limit_mb, engine.threads, spill)
     return con
@@ -105,6 +108,37 @@ def parquet_source(paths: Sequence[str | os.PathLike]) -> str:
         raise QueryError("no parquet files to read: the dataset has no parts")
     listed = ", ".join(sql_string(str(p)) for p in paths)
     return f"read_parquet([{listed}], union_by_name = true)"
+
+
+def total_rows(con, paths: Sequence[str | os.PathLike]) -> int:
+    """Rows in the files, from their parquet footers (nothing else is read)."""
+    if not paths:
+        return 0
+    listed = ", ".join(sql_string(str(p)) for p in paths)
+    return int(one_row(con, f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata([{listed}])")[0])
+
+
+# The share of the engine's limit one partition's hash tables may take: DuckDB needs the rest for
+# the scans, the other operators' buffers and its own accounting.
+PARTITION_SHARE = 0.25
+
+
+def hash_partitions(con, paths: Sequence[str | os.PathLike], bytes_per_row: int) -> int:
+    """How many hash partitions a join or GROUP BY over these files' rows needs, so that one
+    partition's hash table (``bytes_per_row`` each: key, payload, the table's own overhead) fits
+    in the engine: 1 for anything that fits at once, as every dataset of a laptop does.
+
+    DuckDB spills a single large join or aggregation, but at 1e8 rows in a 1.2 GB engine some of
+    ours ran out of memory all the same (docs/BENCHMARKS.md); run as ``k`` queries, one per
+    ``hash(key) % k``, each holds 1/k of the table and the answers combine exactly."""
+    budget = int(one_row(con, "SELECT getvariable('engine_memory_bytes')")[0] or 0) * PARTITION_SHARE
+    rows = total_rows(con, paths)
+    return max(1, math.ceil(rows * bytes_per_row / budget)) if budget else 1
+
+
+def in_partition(expr: str, k: int, i: int) -> str:
+    """The SQL predicate of partition ``i`` of ``k`` over ``expr`` (true when ``k`` is 1)."""
+    return "true" if k == 1 else f"hash({expr}) % {int(k)} = {int(i)}"
 
 
 def columns_of(con, paths: Sequence[str | os.PathLike]) -> dict[str, str]:

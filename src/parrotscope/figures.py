@@ -33,6 +33,7 @@ the engine's limit plus what ``max_images`` and the gallery sizes bound, whateve
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -42,8 +43,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .db import (Engine, QueryError, columns_of, connect, number, one_row, parquet_source, query_df,
-                 register_keyed_rank, sql_name, sql_string)
+from .db import (Engine, QueryError, columns_of, connect, hash_partitions, in_partition, number, one_row,
+                 parquet_source, query_df, register_keyed_rank, sql_name, sql_string)
 from .io import KEY, atomic_path, write_csv
 from .match import Normalisation, normalise_word, truth_record
 
@@ -149,9 +150,15 @@ class ClusterStudy:
     dtypes: dict  # score column -> the float type its values have in the index
 
 
+# One assigned key in the engine's join: the key, its cluster and copies, the index side's
+# flags and scores, and the hash tables' own overhead.
+STUDY_ROW_BYTES = 160
+
+
 def cluster_study(con, index_paths: Sequence[str], assign_paths: Sequence[str], scorer: str) -> ClusterStudy:
     """The index parts joined by key with the cluster assignment parts, grouped by cluster: one
-    pass of the engine (plus a count of the index's distinct keys).
+    pass of the engine per hash partition of the keys (one partition unless the join would not fit
+    the engine, :func:`parrotscope.db.hash_partitions`); counts and sums add up over partitions.
 
     The join is one to one, as a join by key must be: a key assigned twice, assigned but not in
     the index, or in the index twice is an error naming a few. Index samples without an
@@ -160,14 +167,43 @@ def cluster_study(con, index_paths: Sequence[str], assign_paths: Sequence[str], 
     columns = [KEY, "status", "has_text", "is_parrot", *(f"{scorer}.{c}" for c, *_ in REMOVALS)]
     types = _require(con, index_paths, columns, "parrot index")
     _require(con, assign_paths, [KEY, "cluster"], "cluster assignment")
-    key, index = sql_name(KEY), parquet_source(index_paths)
-    (twice,) = one_row(con, f"SELECT count(*) - count(DISTINCT {key}) FROM {index}")
+    truth = has_truth(con, index_paths)
+    k = hash_partitions(con, [*index_paths, *assign_paths], STUDY_ROW_BYTES)
+    parts = [_study_partition(con, index_paths, assign_paths, scorer, truth, k, i) for i in range(k)]
+    twice = sum(t for t, _ in parts)
+    rows = _combine_partitions([r for _, r in parts])
     if twice:
+        key, index = sql_name(KEY), parquet_source(index_paths)
         examples = [k for (k,) in con.execute(f"SELECT {key} FROM {index} GROUP BY {key} HAVING count(*) > 1 "
                                               f"ORDER BY {key} LIMIT 3").fetchall()]
         raise ValueError(f"{twice} key(s) in the index twice, e.g. {examples}: keys must be unique across the "
                          f"dataset's parts")
-    truth = has_truth(con, index_paths)
+    checks = []
+    for i, problem in enumerate(STUDY_PROBLEMS):
+        checks += [f"problem{i}", f"example{i}"]
+        count = int(rows[f"problem{i}"].sum())
+        if count:
+            examples = sorted(rows[f"example{i}"].dropna())[:3]
+            raise ValueError(f"{count} key(s) {problem}, e.g. {examples}: the cluster assignments must match "
+                             f"the index one to one (rerun cluster_assign for this index)")
+    sums = rows[rows["cluster"].notna() & (rows["n"] > 0)].drop(columns=checks)
+    sums = sums.astype({"cluster": "int64"}).set_index("cluster").sort_index()
+    scores = [c for c, *_ in REMOVALS]
+    dtypes = {c: np.float32 if types[f"{scorer}.{c}"] == "FLOAT" else np.float64 for c in scores}
+    return ClusterStudy(sums=sums, truth=truth, dtypes=dtypes)
+
+
+# The one-to-one checks of the study's join: problem -> the rows it counts.
+STUDY_PROBLEMS = {"assigned twice": "copies > 1", "assigned but not in the index": "ok IS NULL"}
+
+
+def _study_partition(con, index_paths: Sequence[str], assign_paths: Sequence[str], scorer: str, truth: bool,
+                     k: int, i: int) -> tuple[int, pd.DataFrame]:
+    """Partition ``i`` of ``k`` of the study: how many index keys repeat, and its per-cluster
+    counts, sums, checks and top-S sample (``best_key`` with its score ``best_s``)."""
+    key, index = sql_name(KEY), parquet_source(index_paths)
+    mine = in_partition(key, k, i)
+    (twice,) = one_row(con, f"SELECT count(*) - count(DISTINCT {key}) FROM {index} WHERE {mine}")
     prefixes = [""] + (["gt_"] if truth else [])
     scores = [c for c, *_ in REMOVALS]
     index_side = ", ".join([key, "coalesce(status = 'ok', false) AS ok",
@@ -184,29 +220,39 @@ def cluster_study(con, index_paths: Sequence[str], assign_paths: Sequence[str], 
     aggregates += [f"fsum(s_raw) FILTER (WHERE {use}) AS sum_s_raw_all",
                    f"count(s_raw) FILTER (WHERE {use}) AS cnt_s_raw_all",
                    # the highest S, ties to the smallest key, so the pick does not hang on row order
-                   f"arg_min({key}, (-s_raw, {key})) FILTER (WHERE {use} AND s_raw IS NOT NULL) AS best_key"]
-    problems = {"assigned twice": "copies > 1", "assigned but not in the index": "ok IS NULL"}
-    checks = []
-    for i, where in enumerate(problems.values()):
-        checks += [f"problem{i}", f"example{i}"]
-        aggregates += [f"count(*) FILTER (WHERE {where}) AS problem{i}",
-                       f"min({key}) FILTER (WHERE {where}) AS example{i}"]
+                   f"arg_min({key}, (-s_raw, {key})) FILTER (WHERE {use} AND s_raw IS NOT NULL) AS best_key",
+                   f"max(s_raw) FILTER (WHERE {use}) AS best_s"]
+    for n, where in enumerate(STUDY_PROBLEMS.values()):
+        aggregates += [f"count(*) FILTER (WHERE {where}) AS problem{n}",
+                       f"min({key}) FILTER (WHERE {where}) AS example{n}"]
     rows = query_df(con, f"""
         WITH assigned AS (
             SELECT {key}, any_value(cluster) AS cluster, count(*) AS copies
-            FROM {parquet_source(assign_paths)} GROUP BY {key})
+            FROM {parquet_source(assign_paths)} WHERE {mine} GROUP BY {key})
         SELECT cluster, {", ".join(aggregates)}
-        FROM assigned LEFT JOIN (SELECT {index_side} FROM {index}) USING ({key}) GROUP BY cluster""")
-    for i, problem in enumerate(problems):
-        count = int(rows[f"problem{i}"].sum())
-        if count:
-            examples = sorted(rows[f"example{i}"].dropna())[:3]
-            raise ValueError(f"{count} key(s) {problem}, e.g. {examples}: the cluster assignments must match "
-                             f"the index one to one (rerun cluster_assign for this index)")
-    sums = rows[rows["cluster"].notna() & (rows["n"] > 0)].drop(columns=checks)
-    sums = sums.astype({"cluster": "int64"}).set_index("cluster").sort_index()
-    dtypes = {c: np.float32 if types[f"{scorer}.{c}"] == "FLOAT" else np.float64 for c in scores}
-    return ClusterStudy(sums=sums, truth=truth, dtypes=dtypes)
+        FROM assigned LEFT JOIN (SELECT {index_side} FROM {index} WHERE {mine}) USING ({key}) GROUP BY cluster""")
+    return int(twice), rows
+
+
+def _combine_partitions(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The per-cluster rows of every partition as one: counts and (compensated) sums added, the
+    examples' smallest key, and the top-S sample of the partition with the highest S (ties: the
+    smallest key, as within a partition). One partition is returned as it is, less ``best_s``."""
+    if len(frames) == 1:
+        return frames[0].drop(columns="best_s")
+    rows = pd.concat(frames, ignore_index=True)
+    rows["cluster"] = rows["cluster"].astype("Float64")  # NULL (unassigned index side) stays a group
+    best = (rows[rows["best_key"].notna()].sort_values(["cluster", "best_s", "best_key"], ascending=[True, False, True])
+            .drop_duplicates("cluster").set_index("cluster")["best_key"])
+    examples = [c for c in rows.columns if c.startswith("example")]
+    added = [c for c in rows.columns if c not in ("cluster", "best_key", "best_s", *examples)]
+    grouped = rows.groupby("cluster", dropna=False, sort=False)
+    out = grouped[added].agg(lambda v: (math.fsum(v.dropna()) if v.notna().any() else np.nan)
+                             if v.name.startswith("sum_") else v.sum())
+    for c in examples:
+        out[c] = grouped[c].min()
+    out["best_key"] = best.reindex(out.index)
+    return out.reset_index()[[c for c in frames[0].columns if c != "best_s"]]
 
 
 def _mean(total: pd.Series, count: pd.Series, dtype) -> pd.Series:

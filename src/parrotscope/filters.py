@@ -71,8 +71,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .curate import STAT_MEANS, SubsetTooSmall
-from .db import (Engine, columns_of, connect, copy_to_parquet, number, one_row, parquet_source, register_keyed_rank,
-                 sql_name, sql_string)
+from .db import (Engine, columns_of, connect, copy_to_parquet, hash_partitions, in_partition, number, one_row,
+                 parquet_source, register_keyed_rank, sql_name, sql_string)
 from .filter_names import BASELINES, FIX, FilterError, subset_name
 from .inpaint import dilation_kernel, rasterise, text_rows, word_polygons
 from .io import KEY, read_json, read_parquet, write_json, write_parquet
@@ -328,15 +328,17 @@ def _examples(con, sql: str) -> list[str]:
     return [row[0] for row in con.execute(f"{sql} ORDER BY 1 LIMIT 3").fetchall()]
 
 
-def _part_table(con, paths: Sequence[str], column: str, what: str) -> str:
-    """``(key, column)`` of a per-part filter table as a SQL source (empty when it has no parts)."""
+def _part_table(con, paths: Sequence[str], column: str, what: str, partition: tuple[int, int] = (1, 0)) -> str:
+    """``(key, column)`` of a per-part filter table as a SQL source (empty when it has no parts),
+    the keys of one hash partition (``(k, i)``) only."""
     if not paths:
         return f"(SELECT NULL::VARCHAR AS {_k()}, NULL::DOUBLE AS {sql_name(column)} WHERE false)"
     types = columns_of(con, paths)
     absent = [c for c in (KEY, column) if c not in types]
     if absent:
         raise FilterError(f"{what}: the tables have no column(s) {absent}, e.g. {paths[0]}; rebuild them")
-    return f"(SELECT {_k()}, {sql_name(column)} FROM {parquet_source(paths)})"
+    return (f"(SELECT {_k()}, {sql_name(column)} FROM {parquet_source(paths)} "
+            f"WHERE {in_partition(_k(), *partition)})")
 
 
 def _check_join(con, index: str, table: str, what: str, complete: bool) -> None:
@@ -361,17 +363,19 @@ def _check_join(con, index: str, table: str, what: str, complete: bool) -> None:
 
 
 def pool_view(con, index_paths: Sequence[str], scorer: str,
-              joins: Sequence[tuple[Sequence[str], str, str, bool]] = ()) -> dict[str, str]:
+              joins: Sequence[tuple[Sequence[str], str, str, bool]] = (), partition: tuple[int, int] = (1, 0)
+              ) -> dict[str, str]:
     """Create the view ``pool``: the index columns the filters read, with one column of each per-part
     table of ``joins`` (``(paths, column, what, complete)``) left-joined by key, never by row
-    order (a sample without a row there reads NULL). Returns the view's column types."""
+    order (a sample without a row there reads NULL). ``partition`` ``(k, i)``: only the keys of
+    hash partition ``i`` of ``k``, on every side of the joins. Returns the view's column types."""
     types = columns_of(con, index_paths)
     columns = index_columns(types, scorer)
     con.execute(f"CREATE OR REPLACE TEMP VIEW idx AS SELECT {', '.join(map(sql_name, columns))} "
-                f"FROM {parquet_source(index_paths)}")
+                f"FROM {parquet_source(index_paths)} WHERE {in_partition(_k(), *partition)}")
     select, source = [f"i.{sql_name(c)}" for c in columns], "idx i"
     for n, (paths, column, what, complete) in enumerate(joins):
-        table = _part_table(con, paths, column, what)
+        table = _part_table(con, paths, column, what, partition)
         _check_join(con, "idx", table, what, complete)
         select.append(f"t{n}.{sql_name(column)}")
         source += f" LEFT JOIN {table} t{n} ON {_k(f't{n}')} = {_k('i')}"
@@ -477,60 +481,90 @@ def dedup_partitions(folder: Path, out: Path, priority: str, threshold: float) -
     return removed
 
 
-def select_fix(con, index_paths: Sequence[str], scorer: str, settings: FixSettings, assign_paths: Sequence[str],
-               embed_paths: Sequence[str], aesthetic_paths: Sequence[str], scratch: Path) -> tuple[str, dict]:
-    """The fix over the dataset's per-part tables: the source of its chosen rows (parquet files in
-    ``scratch``) and its stats. The threshold steps and their counts are one aggregate query;
-    the survivors with their image embeddings are written partitioned by cluster and
-    deduplicated one cluster at a time (:func:`dedup_partitions`)."""
-    joins = [(assign_paths, "cluster", "cluster assignment", False)]
-    if settings.aesthetic_threshold is not None:
-        joins.append((aesthetic_paths, "aesthetic", "aesthetic scores", False))
-    types = pool_view(con, index_paths, scorer, joins)
+# A sample in the fix's joins: its key and stat columns on the index side, its cluster, and
+# its embedding's key on the other side, with the hash tables' overhead.
+FIX_ROW_BYTES = 192
+
+
+def fix_steps(types: Mapping[str, str], scorer: str, settings: FixSettings) -> list[tuple[str, str]]:
+    """The fix's threshold steps: (what it removes, what passes it), each applied to what the
+    previous ones left."""
     s_raw = f"{scorer}.s_raw"
-    # Each step: (what it removes, what passes it); each applies to what the previous ones left.
     steps = [("spotted text", f"NOT {_flag('has_text')}"),
              (f"CLIP score <= {settings.clip_threshold}", _above(s_raw, types[s_raw], settings.clip_threshold))]
     if settings.aesthetic_threshold is not None:
         steps.append((f"aesthetic <= {settings.aesthetic_threshold}",
                       _above("aesthetic", types["aesthetic"], settings.aesthetic_threshold)))
+    return steps
+
+
+def _fix_partition(con, index_paths: Sequence[str], scorer: str, settings: FixSettings,
+                   joins: list, embed_paths: Sequence[str], partitions: Path, k: int, i: int) -> dict:
+    """One hash partition of the fix's keys (``i`` of ``k``): its threshold counts, the clusters
+    its survivors are in, and the survivors with their image embeddings appended to the folder
+    ``partitions`` by cluster (for :func:`dedup_partitions`). Returns the counts; the stat
+    columns' types come back as ``types``."""
+    types = pool_view(con, index_paths, scorer, joins, (k, i))
+    steps = fix_steps(types, scorer, settings)
     left, counts = OK_ROW, []
     for _, passes in steps:
         counts.append(f"count(*) FILTER (WHERE {left} AND NOT ({passes}))")
         left = f"{left} AND {passes}"
     cluster = sql_name("cluster")
-    n_index, n_ok, *step_removed, n_left, n_clusters, n_unassigned = one_row(con, f"""
+    n_index, n_ok, *step_removed, n_left, n_unassigned = one_row(con, f"""
         SELECT count(*), count(*) FILTER (WHERE {OK_ROW}), {', '.join(counts)}, count(*) FILTER (WHERE {left}),
-               count(DISTINCT {cluster}) FILTER (WHERE {left}), count(*) FILTER (WHERE {left} AND {cluster} IS NULL)
+               count(*) FILTER (WHERE {left} AND {cluster} IS NULL)
         FROM pool""")
-    removed = {name: int(n) for (name, _), n in zip(steps, step_removed)}
+    clusters = {c for (c,) in con.execute(f"SELECT DISTINCT {cluster} FROM pool WHERE {left}").fetchall()}
     con.execute(f"CREATE OR REPLACE TEMP VIEW survivors AS SELECT * FROM pool WHERE {left}")
     if n_unassigned:
         absent = _examples(con, f"SELECT {_k()} FROM survivors WHERE {cluster} IS NULL")
         raise FilterError(f"samples that reach deduplication have no cluster assignment, e.g. {absent}")
-    kept = scratch / "kept"
-    kept.mkdir()
-    n_dups = 0
     stat_columns = [c for c in types if c not in ("cluster", "aesthetic")]
     if n_left:
-        embed = _part_table(con, embed_paths, "image_emb", "image embeddings")
+        embed = _part_table(con, embed_paths, "image_emb", "image embeddings", (k, i))
         (n_absent,) = one_row(con, f"SELECT count(*) FROM survivors s WHERE NOT EXISTS "
                                    f"(SELECT 1 FROM {embed} e WHERE {_k('e')} = {_k('s')})")
         if n_absent:
             absent = _examples(con, f"SELECT {_k()} FROM survivors s WHERE NOT EXISTS "
                                     f"(SELECT 1 FROM {embed} e WHERE {_k('e')} = {_k('s')})")
             raise FilterError(f"{n_absent} samples that reach deduplication have no image embedding, e.g. {absent}")
-        partitions = scratch / "clusters"
         # Small flushes: a row carries a whole embedding, and rows wait per open partition.
         con.execute("SET partitioned_write_flush_threshold = 16384")
         con.execute(f"""COPY (SELECT {', '.join(f's.{sql_name(c)}' for c in stat_columns)}, s.{cluster} AS {GROUP},
                                      e.image_emb
                               FROM survivors s JOIN {embed} e ON {_k('e')} = {_k('s')})
-                        TO {sql_string(str(partitions))} (FORMAT parquet, PARTITION_BY ({GROUP}))""")
-        n_dups = dedup_partitions(partitions, kept, s_raw, settings.dedup_threshold)
+                        TO {sql_string(str(partitions))}
+                        (FORMAT parquet, PARTITION_BY ({GROUP}), APPEND true)""")
+    return {"n_index": n_index, "n_ok": n_ok, "step_removed": step_removed, "n_left": n_left,
+            "clusters": clusters, "names": [name for name, _ in steps], "stat_columns": stat_columns}
+
+
+def select_fix(con, index_paths: Sequence[str], scorer: str, settings: FixSettings, assign_paths: Sequence[str],
+               embed_paths: Sequence[str], aesthetic_paths: Sequence[str], scratch: Path) -> tuple[str, dict]:
+    """The fix over the dataset's per-part tables: the source of its chosen rows (parquet files in
+    ``scratch``) and its stats. The threshold steps and their counts are one aggregate query;
+    the survivors with their image embeddings are written partitioned by cluster and
+    deduplicated one cluster at a time (:func:`dedup_partitions`). Past the engine's memory the
+    joins run in hash partitions of the keys (:func:`parrotscope.db.hash_partitions`), whose
+    counts add up and whose survivors land in the same cluster folders."""
+    joins = [(assign_paths, "cluster", "cluster assignment", False)]
+    if settings.aesthetic_threshold is not None:
+        joins.append((aesthetic_paths, "aesthetic", "aesthetic scores", False))
+    k = hash_partitions(con, [*index_paths, *embed_paths], FIX_ROW_BYTES)
+    partitions, kept = scratch / "clusters", scratch / "kept"
+    kept.mkdir()
+    done = [_fix_partition(con, index_paths, scorer, settings, joins, embed_paths, partitions, k, i) for i in range(k)]
+    n_index, n_ok = sum(d["n_index"] for d in done), sum(d["n_ok"] for d in done)
+    removed = {name: int(sum(d["step_removed"][j] for d in done)) for j, name in enumerate(done[0]["names"])}
+    n_clusters = len(set().union(*(d["clusters"] for d in done)))
+    n_dups = 0
+    if partitions.exists():
+        n_dups = dedup_partitions(partitions, kept, f"{scorer}.s_raw", settings.dedup_threshold)
         shutil.rmtree(partitions)
+    stat_columns = done[0]["stat_columns"]
     if not any(kept.glob("*.parquet")):  # nothing kept: an empty table with the columns, for the stats
-        copy_to_parquet(con, f"SELECT {', '.join(map(sql_name, stat_columns))} FROM survivors WHERE false",
+        copy_to_parquet(con, f"SELECT {', '.join(map(sql_name, stat_columns))} FROM pool WHERE false",
                         kept / "none.parquet")
     removed[f"near-duplicate in its cluster (cosine >= {settings.dedup_threshold})"] = n_dups
     chosen = _files(kept)
