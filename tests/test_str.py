@@ -396,13 +396,21 @@ def test_table_str_on_the_tiny_config(tmp_path):
     # The reference CLIP of the pool: a workflow-trained source without the curation chain.
     write_config(tmp_path, str_tiny_config(sources=["pool"], scratch=False))
     snakemake(tmp_path, "-c", "2", "results/table_str.csv", timeout=1800)
-    table = pd.read_csv(tmp_path / "results" / "table_str.csv")
-    assert table["source"].tolist() == ["pool"]
+    table = pd.read_csv(tmp_path / "results" / "table_str.csv").set_index("source")
+    assert table.index.tolist() == ["pool"]
+    str_results = tmp_path / "results" / "str"
     for bench in ("synth", "demo"):
-        for kind in ("visual", "refined", "zero-shot"):
-            assert table[f"{bench} {kind}"].between(0, 1).all()
-    m = json.loads((tmp_path / "results" / "str" / "eval" / "pool" / "tiny-rn" / "demo.json").read_text())
-    assert m["samples_in"] == m["processed"] + m["skipped"] > 0
+        # Each cell is the measure its evaluation wrote (rounded to the table's 4 decimals).
+        m = json.loads((str_results / "eval" / "pool" / "tiny-rn" / f"{bench}.json").read_text())
+        probe = json.loads((str_results / "probe" / "pool" / "tiny-rn" / f"{bench}.json").read_text())
+        assert m["samples_in"] == m["processed"] + m["skipped"] > 0
+        row = table.loc["pool"]
+        assert row[f"{bench} n"] == m["processed"]
+        for kind, value in (("visual", m["acc_visual"]), ("refined", m["acc_refined"]), ("zero-shot", probe["acc_probe"])):
+            assert row[f"{bench} {kind}"] == pytest.approx(round(value, 4), abs=1e-9), (bench, kind)
+            # an accuracy is a share of the processed words: k / n for a whole k
+            k = value * m["processed"] if kind != "zero-shot" else value * probe["processed"]
+            assert abs(k - round(k)) < 1e-6, (bench, kind, value)
     assert planned_jobs(tmp_path, "results/table_str.csv") == {}
 
 
