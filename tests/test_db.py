@@ -31,19 +31,27 @@ def test_hash_partitions_grow_with_the_rows_past_the_engines_share(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from parrotscope.db import PARTITION_SHARE, hash_partitions, in_partition
+    from parrotscope.db import PARTITION_SHARE, KeyPartitions, hash_partitions, parquet_source
 
     paths = []
     for p in range(3):
         paths.append(str(tmp_path / f"p{p}.parquet"))
-        pq.write_table(pa.table({"__key__": [f"{p}-{i}" for i in range(1000)]}), paths[-1])
-    con = connect(Engine(mem_mb=1000, threads=1))
+        pq.write_table(pa.table({"__key__": [f"{p}-{i}" for i in range(1000)], "v": list(range(1000))}), paths[-1])
+    con = connect(Engine(mem_mb=1000, threads=1, tmpdir=str(tmp_path / "tmp")))
     budget = 600 * 2 ** 20 * PARTITION_SHARE  # 60% of the job's 1000 MB, then the share
     assert hash_partitions(con, paths, 64) == 1
     assert hash_partitions(con, paths, int(budget // 3000) + 1) == 2  # 3,000 rows just past the budget
     assert hash_partitions(con, paths, int(budget)) == 3000
-    # The partitions split the keys: each key in exactly one.
-    got = [con.execute(f"SELECT count(*) FROM read_parquet({paths}) WHERE {in_partition('__key__', 4, i)}")
-           .fetchall()[0][0] for i in range(4)]
-    assert sum(got) == 3000 and min(got) > 500
-    assert in_partition("__key__", 1, 0) == "true"
+    # Four partitions written once to the job's scratch: each key in exactly one, the columns kept.
+    with KeyPartitions(con, '"__key__"', 4) as parts:
+        parts.add("t", f"(SELECT * FROM {parquet_source(paths)})")
+        got = [con.execute(f"SELECT count(*), sum(v) FROM {parts.source('t', i)}").fetchall()[0] for i in range(4)]
+        keys = [k for i in range(4) for (k,) in con.execute(f'SELECT "__key__" FROM {parts.source("t", i)}').fetchall()]
+        assert [c for c, *_ in con.execute(f"DESCRIBE SELECT * FROM {parts.source('t', 0)}").fetchall()] == ["__key__", "v"]
+        assert list((tmp_path / "tmp").glob("key-partitions-*"))
+    assert sum(c for c, _ in got) == 3000 and min(c for c, _ in got) > 500 and sum(v for _, v in got) == 3 * 499500
+    assert sorted(keys) == sorted(f"{p}-{i}" for p in range(3) for i in range(1000))
+    assert not list((tmp_path / "tmp").glob("key-partitions-*"))  # the scratch files went with the block
+    with KeyPartitions(con, '"__key__"', 1) as parts:  # one partition: the source itself, nothing written
+        parts.add("t", "(SELECT 1 AS x)")
+        assert parts.source("t", 0) == "(SELECT 1 AS x)"

@@ -21,6 +21,7 @@ import itertools
 import logging
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,9 @@ def connect(engine: Engine = Engine()):
         "temp_directory": str(spill),
         "preserve_insertion_order": False,
     })
-    # What a query may plan for (hash_partitions): the limit as bytes, kept on the connection.
+    # What a query may plan for (hash_partitions): the limit as bytes, and where scratch tables go.
     con.execute(f"SET VARIABLE engine_memory_bytes = {engine.memory_limit_mb * 2 ** 20}")
+    con.execute(f"SET VARIABLE engine_scratch = {sql_string(str(scratch))}")
     log.info("duckdb %s: memory_limit %d MB, %d thread(s), spill to %s", duckdb.__version__,
              engine.memory_limit_mb, engine.threads, spill)
     return con
@@ -129,16 +131,61 @@ def hash_partitions(con, paths: Sequence[str | os.PathLike], bytes_per_row: int)
     in the engine: 1 for anything that fits at once, as every dataset of a laptop does.
 
     DuckDB spills a single large join or aggregation, but at 1e8 rows in a 1.2 GB engine some of
-    ours ran out of memory all the same (docs/BENCHMARKS.md); run as ``k`` queries, one per
-    ``hash(key) % k``, each holds 1/k of the table and the answers combine exactly."""
+    ours ran out of memory all the same (docs/BENCHMARKS.md); run through :class:`KeyPartitions`
+    instead, each partition holds 1/k of the table and the answers combine exactly."""
     budget = int(one_row(con, "SELECT getvariable('engine_memory_bytes')")[0] or 0) * PARTITION_SHARE
     rows = total_rows(con, paths)
     return max(1, math.ceil(rows * bytes_per_row / budget)) if budget else 1
 
 
-def in_partition(expr: str, k: int, i: int) -> str:
-    """The SQL predicate of partition ``i`` of ``k`` over ``expr`` (true when ``k`` is 1)."""
-    return "true" if k == 1 else f"hash({expr}) % {int(k)} = {int(i)}"
+PART_COLUMN = "_key_part"
+
+
+class KeyPartitions:
+    """Tables split by ``hash(key) % k`` into scratch parquet files, each source read and written
+    once (a Grace hash join): partition ``i`` of every source holds the same keys, so a join or a
+    GROUP BY on the key runs partition by partition, in 1/k of the memory, and its answers add up.
+    Reading the inputs once keeps the work linear in the rows, where filtering every source k
+    times would read them k times. With ``k`` 1 the sources are used as they are, nothing written.
+
+    Use as a context manager (the scratch files go with it); :meth:`add` a source (a SQL table
+    expression with a ``key`` column), then :meth:`source` is partition ``i`` of it."""
+
+    def __init__(self, con, key: str, k: int):
+        self.con, self.key, self.k = con, key, int(k)
+        self.sources: dict[str, str] = {}
+        self.folder: Path | None = None
+
+    def __enter__(self) -> "KeyPartitions":
+        if self.k > 1:
+            scratch = one_row(self.con, "SELECT getvariable('engine_scratch')")[0] or tempfile.gettempdir()
+            Path(scratch).mkdir(parents=True, exist_ok=True)
+            self.folder = Path(tempfile.mkdtemp(prefix="key-partitions-", dir=scratch))
+            # Rows wait per open partition file until this many: k of them must fit the engine.
+            self.con.execute("SET partitioned_write_flush_threshold = 16384")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def add(self, name: str, sql: str) -> None:
+        """Split the table expression ``sql`` (one read of it) into the k partitions."""
+        self.sources[name] = sql
+        if self.k > 1:
+            self.con.execute(f"""COPY (SELECT *, hash({self.key}) % {self.k} AS {PART_COLUMN} FROM {sql})
+                                 TO {sql_string(str(self.folder / name))}
+                                 (FORMAT parquet, PARTITION_BY ({PART_COLUMN}))""")
+
+    def source(self, name: str, i: int) -> str:
+        """Partition ``i`` of source ``name`` as a table expression (its columns, that key range)."""
+        if self.k == 1:
+            return self.sources[name]
+        files = sorted((self.folder / name / f"{PART_COLUMN}={i}").glob("*.parquet"))
+        if not files:  # no key of the source fell into this partition
+            return f"(SELECT * FROM {self.sources[name]} WHERE false)"
+        listed = ", ".join(sql_string(str(f)) for f in files)
+        return f"read_parquet([{listed}], hive_partitioning = false)"  # not the partition column
 
 
 def columns_of(con, paths: Sequence[str | os.PathLike]) -> dict[str, str]:

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .db import (Engine, QueryError, columns_of, connect, hash_partitions, in_partition, number, one_row,
+from .db import (Engine, KeyPartitions, QueryError, columns_of, connect, hash_partitions, number, one_row,
                  parquet_source, query_df, register_keyed_rank, sql_name, sql_string)
 from .io import KEY, atomic_path, write_csv
 from .match import Normalisation, normalise_word, truth_record
@@ -168,12 +168,20 @@ def cluster_study(con, index_paths: Sequence[str], assign_paths: Sequence[str], 
     types = _require(con, index_paths, columns, "parrot index")
     _require(con, assign_paths, [KEY, "cluster"], "cluster assignment")
     truth = has_truth(con, index_paths)
-    k = hash_partitions(con, [*index_paths, *assign_paths], STUDY_ROW_BYTES)
-    parts = [_study_partition(con, index_paths, assign_paths, scorer, truth, k, i) for i in range(k)]
-    twice = sum(t for t, _ in parts)
-    rows = _combine_partitions([r for _, r in parts])
+    key, index = sql_name(KEY), parquet_source(index_paths)
+    prefixes = [""] + (["gt_"] if truth else [])
+    scores = [c for c, *_ in REMOVALS]
+    index_side = ", ".join([key, "coalesce(status = 'ok', false) AS ok",
+                            *(f"{kind_sql(p)} AS {p}kind" for p in prefixes),
+                            *(f"{number(f'{scorer}.{c}')} AS {c}" for c in scores)])
+    with KeyPartitions(con, key, hash_partitions(con, [*index_paths, *assign_paths], STUDY_ROW_BYTES)) as parts:
+        parts.add("index", f"(SELECT {index_side} FROM {index})")
+        parts.add("assign", f"(SELECT {key}, cluster FROM {parquet_source(assign_paths)})")
+        done = [_study_partition(con, parts.source("index", i), parts.source("assign", i), prefixes, key)
+                for i in range(parts.k)]
+    twice = sum(t for t, _ in done)
+    rows = _combine_partitions([r for _, r in done])
     if twice:
-        key, index = sql_name(KEY), parquet_source(index_paths)
         examples = [k for (k,) in con.execute(f"SELECT {key} FROM {index} GROUP BY {key} HAVING count(*) > 1 "
                                               f"ORDER BY {key} LIMIT 3").fetchall()]
         raise ValueError(f"{twice} key(s) in the index twice, e.g. {examples}: keys must be unique across the "
@@ -197,18 +205,11 @@ def cluster_study(con, index_paths: Sequence[str], assign_paths: Sequence[str], 
 STUDY_PROBLEMS = {"assigned twice": "copies > 1", "assigned but not in the index": "ok IS NULL"}
 
 
-def _study_partition(con, index_paths: Sequence[str], assign_paths: Sequence[str], scorer: str, truth: bool,
-                     k: int, i: int) -> tuple[int, pd.DataFrame]:
-    """Partition ``i`` of ``k`` of the study: how many index keys repeat, and its per-cluster
-    counts, sums, checks and top-S sample (``best_key`` with its score ``best_s``)."""
-    key, index = sql_name(KEY), parquet_source(index_paths)
-    mine = in_partition(key, k, i)
-    (twice,) = one_row(con, f"SELECT count(*) - count(DISTINCT {key}) FROM {index} WHERE {mine}")
-    prefixes = [""] + (["gt_"] if truth else [])
-    scores = [c for c, *_ in REMOVALS]
-    index_side = ", ".join([key, "coalesce(status = 'ok', false) AS ok",
-                            *(f"{kind_sql(p)} AS {p}kind" for p in prefixes),
-                            *(f"{number(f'{scorer}.{c}')} AS {c}" for c in scores)])
+def _study_partition(con, index: str, assign: str, prefixes: list[str], key: str) -> tuple[int, pd.DataFrame]:
+    """One key partition of the study (``index``: its index-side rows, with ``ok``, the data
+    types and the scores; ``assign``: its assignments): how many index keys repeat, and its
+    per-cluster counts, sums, checks and top-S sample (``best_key`` with its score ``best_s``)."""
+    (twice,) = one_row(con, f"SELECT count(*) - count(DISTINCT {key}) FROM {index}")
     use = "copies = 1 AND ok"  # ok is NULL for an assigned key the index lacks
     aggregates = [f"count(*) FILTER (WHERE {use}) AS n"]
     for p in prefixes:
@@ -226,11 +227,9 @@ def _study_partition(con, index_paths: Sequence[str], assign_paths: Sequence[str
         aggregates += [f"count(*) FILTER (WHERE {where}) AS problem{n}",
                        f"min({key}) FILTER (WHERE {where}) AS example{n}"]
     rows = query_df(con, f"""
-        WITH assigned AS (
-            SELECT {key}, any_value(cluster) AS cluster, count(*) AS copies
-            FROM {parquet_source(assign_paths)} WHERE {mine} GROUP BY {key})
+        WITH assigned AS (SELECT {key}, any_value(cluster) AS cluster, count(*) AS copies FROM {assign} GROUP BY {key})
         SELECT cluster, {", ".join(aggregates)}
-        FROM assigned LEFT JOIN (SELECT {index_side} FROM {index} WHERE {mine}) USING ({key}) GROUP BY cluster""")
+        FROM assigned LEFT JOIN {index} USING ({key}) GROUP BY cluster""")
     return int(twice), rows
 
 

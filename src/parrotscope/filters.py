@@ -71,7 +71,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .curate import STAT_MEANS, SubsetTooSmall
-from .db import (Engine, columns_of, connect, copy_to_parquet, hash_partitions, in_partition, number, one_row,
+from .db import (Engine, KeyPartitions, columns_of, connect, copy_to_parquet, hash_partitions, number, one_row,
                  parquet_source, register_keyed_rank, sql_name, sql_string)
 from .filter_names import BASELINES, FIX, FilterError, subset_name
 from .inpaint import dilation_kernel, rasterise, text_rows, word_polygons
@@ -328,17 +328,15 @@ def _examples(con, sql: str) -> list[str]:
     return [row[0] for row in con.execute(f"{sql} ORDER BY 1 LIMIT 3").fetchall()]
 
 
-def _part_table(con, paths: Sequence[str], column: str, what: str, partition: tuple[int, int] = (1, 0)) -> str:
-    """``(key, column)`` of a per-part filter table as a SQL source (empty when it has no parts),
-    the keys of one hash partition (``(k, i)``) only."""
+def _part_table(con, paths: Sequence[str], column: str, what: str) -> str:
+    """``(key, column)`` of a per-part filter table as a SQL source (empty when it has no parts)."""
     if not paths:
         return f"(SELECT NULL::VARCHAR AS {_k()}, NULL::DOUBLE AS {sql_name(column)} WHERE false)"
     types = columns_of(con, paths)
     absent = [c for c in (KEY, column) if c not in types]
     if absent:
         raise FilterError(f"{what}: the tables have no column(s) {absent}, e.g. {paths[0]}; rebuild them")
-    return (f"(SELECT {_k()}, {sql_name(column)} FROM {parquet_source(paths)} "
-            f"WHERE {in_partition(_k(), *partition)})")
+    return f"(SELECT {_k()}, {sql_name(column)} FROM {parquet_source(paths)})"
 
 
 def _check_join(con, index: str, table: str, what: str, complete: bool) -> None:
@@ -362,25 +360,38 @@ def _check_join(con, index: str, table: str, what: str, complete: bool) -> None:
         raise FilterError(f"{what}: {missing} samples of the index are missing, e.g. {absent}")
 
 
+def pool_sources(con, index_paths: Sequence[str], scorer: str,
+                 joins: Sequence[tuple[Sequence[str], str, str, bool]] = ()) -> dict[str, str]:
+    """The tables the ``pool`` view joins, as SQL sources: ``idx`` (the index columns the filters
+    read) and ``t0``, ``t1``, ... (``(key, column)`` of each per-part table of ``joins``)."""
+    columns = index_columns(columns_of(con, index_paths), scorer)
+    sources = {"idx": f"(SELECT {', '.join(map(sql_name, columns))} FROM {parquet_source(index_paths)})"}
+    for n, (paths, column, what, _) in enumerate(joins):
+        sources[f"t{n}"] = _part_table(con, paths, column, what)
+    return sources
+
+
 def pool_view(con, index_paths: Sequence[str], scorer: str,
-              joins: Sequence[tuple[Sequence[str], str, str, bool]] = (), partition: tuple[int, int] = (1, 0)
-              ) -> dict[str, str]:
+              joins: Sequence[tuple[Sequence[str], str, str, bool]] = (),
+              sources: Mapping[str, str] | None = None) -> dict[str, str]:
     """Create the view ``pool``: the index columns the filters read, with one column of each per-part
     table of ``joins`` (``(paths, column, what, complete)``) left-joined by key, never by row
-    order (a sample without a row there reads NULL). ``partition`` ``(k, i)``: only the keys of
-    hash partition ``i`` of ``k``, on every side of the joins. Returns the view's column types."""
-    types = columns_of(con, index_paths)
-    columns = index_columns(types, scorer)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW idx AS SELECT {', '.join(map(sql_name, columns))} "
-                f"FROM {parquet_source(index_paths)} WHERE {in_partition(_k(), *partition)}")
-    select, source = [f"i.{sql_name(c)}" for c in columns], "idx i"
-    for n, (paths, column, what, complete) in enumerate(joins):
-        table = _part_table(con, paths, column, what, partition)
+    order (a sample without a row there reads NULL). ``sources``: the tables to join instead of
+    :func:`pool_sources` (one key partition of them). Returns the view's column types."""
+    sources = sources or pool_sources(con, index_paths, scorer, joins)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW idx AS SELECT * FROM {sources['idx']}")
+    select, source = [f"i.{sql_name(c)}" for c in columns_of_view(con, "idx")], "idx i"
+    for n, (_, column, what, complete) in enumerate(joins):
+        table = sources[f"t{n}"]
         _check_join(con, "idx", table, what, complete)
         select.append(f"t{n}.{sql_name(column)}")
         source += f" LEFT JOIN {table} t{n} ON {_k(f't{n}')} = {_k('i')}"
     con.execute(f"CREATE OR REPLACE TEMP VIEW pool AS SELECT {', '.join(select)} FROM {source}")
     return {name: str(kind) for name, kind, *_ in con.execute("DESCRIBE SELECT * FROM pool").fetchall()}
+
+
+def columns_of_view(con, view: str) -> list[str]:
+    return [name for name, *_ in con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()]
 
 
 def _mean_terms(column: str, sql_type: str) -> list[str]:
@@ -498,13 +509,14 @@ def fix_steps(types: Mapping[str, str], scorer: str, settings: FixSettings) -> l
     return steps
 
 
-def _fix_partition(con, index_paths: Sequence[str], scorer: str, settings: FixSettings,
-                   joins: list, embed_paths: Sequence[str], partitions: Path, k: int, i: int) -> dict:
-    """One hash partition of the fix's keys (``i`` of ``k``): its threshold counts, the clusters
-    its survivors are in, and the survivors with their image embeddings appended to the folder
-    ``partitions`` by cluster (for :func:`dedup_partitions`). Returns the counts; the stat
-    columns' types come back as ``types``."""
-    types = pool_view(con, index_paths, scorer, joins, (k, i))
+def _fix_partition(con, index_paths: Sequence[str], scorer: str, settings: FixSettings, joins: list,
+                   parts: KeyPartitions, i: int, partitions: Path) -> dict:
+    """Key partition ``i`` of the fix (``parts``: the pool's tables and the embeddings, split by
+    key): its threshold counts, the clusters its survivors are in, and the survivors with their
+    image embeddings appended to the folder ``partitions`` by cluster (for
+    :func:`dedup_partitions`)."""
+    sources = {name: parts.source(name, i) for name in parts.sources if name != "embed"}
+    types = pool_view(con, index_paths, scorer, joins, sources)
     steps = fix_steps(types, scorer, settings)
     left, counts = OK_ROW, []
     for _, passes in steps:
@@ -522,7 +534,7 @@ def _fix_partition(con, index_paths: Sequence[str], scorer: str, settings: FixSe
         raise FilterError(f"samples that reach deduplication have no cluster assignment, e.g. {absent}")
     stat_columns = [c for c in types if c not in ("cluster", "aesthetic")]
     if n_left:
-        embed = _part_table(con, embed_paths, "image_emb", "image embeddings", (k, i))
+        embed = parts.source("embed", i)
         (n_absent,) = one_row(con, f"SELECT count(*) FROM survivors s WHERE NOT EXISTS "
                                    f"(SELECT 1 FROM {embed} e WHERE {_k('e')} = {_k('s')})")
         if n_absent:
@@ -551,10 +563,14 @@ def select_fix(con, index_paths: Sequence[str], scorer: str, settings: FixSettin
     joins = [(assign_paths, "cluster", "cluster assignment", False)]
     if settings.aesthetic_threshold is not None:
         joins.append((aesthetic_paths, "aesthetic", "aesthetic scores", False))
-    k = hash_partitions(con, [*index_paths, *embed_paths], FIX_ROW_BYTES)
     partitions, kept = scratch / "clusters", scratch / "kept"
     kept.mkdir()
-    done = [_fix_partition(con, index_paths, scorer, settings, joins, embed_paths, partitions, k, i) for i in range(k)]
+    with KeyPartitions(con, _k(), hash_partitions(con, [*index_paths, *embed_paths], FIX_ROW_BYTES)) as parts:
+        for name, sql in pool_sources(con, index_paths, scorer, joins).items():
+            parts.add(name, sql)
+        parts.add("embed", _part_table(con, embed_paths, "image_emb", "image embeddings"))
+        done = [_fix_partition(con, index_paths, scorer, settings, joins, parts, i, partitions)
+                for i in range(parts.k)]
     n_index, n_ok = sum(d["n_index"] for d in done), sum(d["n_ok"] for d in done)
     removed = {name: int(sum(d["step_removed"][j] for d in done)) for j, name in enumerate(done[0]["names"])}
     n_clusters = len(set().union(*(d["clusters"] for d in done)))

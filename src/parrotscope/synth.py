@@ -72,7 +72,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from .db import Engine, connect, copy_to_parquet, hash_partitions, in_partition, parquet_source
+from .db import Engine, KeyPartitions, connect, copy_to_parquet, hash_partitions, parquet_source
 from .io import KEY, atomic_dir, atomic_path, batched, read_json, read_parquet, write_json, write_parquet
 from .match import Normalisation, normalise_word
 
@@ -218,18 +218,18 @@ GRAM_ROW_BYTES = 96
 def rank_grams(con, files: Sequence[Path], top_k: int) -> pd.DataFrame:
     """The ``top_k`` grams by their count summed over the count tables, ties alphabetical: a
     GROUP BY over every gram of the corpus. Past the engine's memory it runs in hash partitions
-    of the grams (:func:`parrotscope.db.hash_partitions`): a gram's whole sum lies in one
+    of the grams (:class:`parrotscope.db.KeyPartitions`): a gram's whole sum lies in one
     partition, so the top ``top_k`` of the union of the partitions' own top lists is exact.
     DuckDB orders strings by their UTF-8 bytes, which is code point order, Python's ``str`` order."""
     if not files:
         return vocab_table([])
-    k = hash_partitions(con, files, GRAM_ROW_BYTES)
     ranked: list[tuple[str, int]] = []
-    for i in range(k):
-        top = con.execute(f"""SELECT gram, CAST(sum("count") AS BIGINT) AS n FROM {parquet_source(files)}
-                              WHERE {in_partition("gram", k, i)}
-                              GROUP BY gram ORDER BY n DESC, gram LIMIT {int(top_k)}""").fetchall()
-        ranked = sorted(ranked + top, key=lambda row: (-row[1], row[0]))[:int(top_k)]
+    with KeyPartitions(con, "gram", hash_partitions(con, files, GRAM_ROW_BYTES)) as parts:
+        parts.add("grams", f'(SELECT gram, "count" FROM {parquet_source(files)})')
+        for i in range(parts.k):
+            top = con.execute(f"""SELECT gram, CAST(sum("count") AS BIGINT) AS n FROM {parts.source("grams", i)}
+                                  GROUP BY gram ORDER BY n DESC, gram LIMIT {int(top_k)}""").fetchall()
+            ranked = sorted(ranked + top, key=lambda row: (-row[1], row[0]))[:int(top_k)]
     return vocab_table(ranked)
 
 
