@@ -355,3 +355,17 @@ def test_the_fast_readers_key_split_is_webdatasets():
     for name in names:
         m = _BASE_PLUS_EXT.match(name)
         assert (m.groups() if m else (None, None)) == base_plus_ext(name), name
+
+
+def test_the_fast_readers_numbers_are_tarfiles():
+    from parrotscope.shards import _octal
+
+    fields = [b"00000001234\0", b"     1234 \0", b"1234\0\0\0\0\0\0\0\0", b"\0" * 12, b"00000000000 ", b"0000001234 \0",
+              b"7777777777\0\0", b"00000000017\0"]
+    for field in fields:
+        assert _octal(field) == tarfile.nti(field), field
+    for bad in (b"0000000x234\0", b"12 34\0\0\0\0\0\0\0"):
+        with pytest.raises((ValueError, tarfile.InvalidHeaderError)):
+            tarfile.nti(bad)
+        with pytest.raises(ValueError):
+            _octal(bad)

@@ -214,7 +214,7 @@ def _plain_members(fd: int, length: int) -> list[tuple[str, int, int]] | None:
         if kind not in _PLAIN_FILE and kind != _DIRECTORY or header[345] or header[124] & 0x80:
             return None
         try:
-            size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+            size = _octal(header[124:136])
         except ValueError:
             return None
         headers.append(header)
@@ -222,7 +222,8 @@ def _plain_members(fd: int, length: int) -> list[tuple[str, int, int]] | None:
         offset = data + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
         if offset > length:
             return None  # the last member's data is cut
-        name = header[:100].split(b"\0", 1)[0].decode(tarfile.ENCODING, "surrogateescape")
+        end = header.find(b"\0", 0, 100)
+        name = header[:end if end >= 0 else 100].decode(tarfile.ENCODING, "surrogateescape")
         directory = kind == _DIRECTORY or kind == b"\0" and name.endswith("/")  # tarfile's rule
         if directory and size:
             return None  # tarfile does not skip a directory's data; such a tar is not plain
@@ -231,6 +232,17 @@ def _plain_members(fd: int, length: int) -> list[tuple[str, int, int]] | None:
     if not headers or not _checksums_hold(headers):
         return None  # an all-zero first block or a garbled header: tarfile's rules apply
     return members
+
+
+def _octal(field: bytes) -> int:
+    """A header's octal number as ``tarfile`` reads it (up to the first NUL, spaces stripped);
+    the common ``%011o\\0`` form parses in one step."""
+    if field[-1:] == b"\0":
+        try:
+            return int(field[:-1], 8)
+        except ValueError:
+            pass
+    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
 
 
 def _checksums_hold(headers: list[bytes]) -> bool:
