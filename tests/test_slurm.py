@@ -6,9 +6,9 @@ the tiny config to Tables 1 and 3 (the design card's command) with every job sub
 demo shards, the grouped per-part jobs, curation, materialisation, OpenCLIP training, evaluation and
 the tables (tests/slurm/cluster.sh brings up
 munged, slurmctld and slurmd; Debian's Slurm 22.05 is installed with apt-get when missing). The
-profile is the file users get; two flags are added for the test only: the Slurm logs of successful
-jobs are kept (evidence that each job ran inside Slurm), and job states are polled every 5 s rather
-than the profile's 40 s (a one-node cluster with a handful of jobs; the profile's relation between
+profile is the file users get; three flags are added for the test only: the Slurm logs of successful
+jobs are kept (evidence that each job ran inside Slurm), job states are polled every 5 s rather
+than the profile's 40 s, and the profile's 8 threads per training become 1 (the test node has 2 CPUs) (a one-node cluster with a handful of jobs; the profile's relation between
 that interval and MinJobAge is checked separately).
 
 Needs root (slurmd runs as root) and Slurm installed or apt-get; skipped otherwise. A few minutes:
@@ -111,8 +111,11 @@ def test_min_job_age_fits_the_profile(slurm_env):
     assert min_job_age >= 3 * POLL_S
 
 
-# docs/CLUSTER.md's CPU-only overrides: the test node has no GPU.
-CPU_ONLY = ("--set-resources", "score:gpu=0", "train:gpu=0", "inpaint:gpu=0")
+# docs/CLUSTER.md's CPU-only overrides: the test node has no GPU. It has 2 CPUs, so (test only) the
+# profile's 8 threads for train and score become 1: a job asking for more CPUs than any node has
+# would pend for ever (Reason=PartitionConfig).
+CPU_ONLY = ("--set-resources", "score:gpu=0", "train:gpu=0", "inpaint:gpu=0",
+            "--set-threads", "train=1", "score=1", "inpaint=1")
 TARGETS = ("results/table1.csv", "results/table3.csv")
 
 
