@@ -143,14 +143,15 @@ def test_profile_runs_the_dag_through_slurm(slurm_env, tiny_on_slurm):
     # The per-part rules ingest -> spot -> match ran as grouped Slurm jobs (group `part`), several
     # parts per job (the profile's group-components); one job per demo shard.
     n_groups = math.ceil(n_parts / PROFILE["group-components"]["part"])
-    assert rules.count("group_part") == n_groups and rules.count("demo_shard") == n_shards, rules
+    groups = [r for r in rules if r.startswith("group_part")]  # group_part_<its rules>
+    assert len(groups) == n_groups and rules.count("demo_shard") == n_shards, rules
     # Table 3's chain went through Slurm too: one training, evaluation and sync evaluation per row.
     rows = len(pd.read_csv(work / "results" / "table3.csv"))
     for rule in ("train", "evaluate", "evaluate_sync"):
         assert rules.count(rule) == rows, rules
     assert {"table1", "curation_table", "curate_select", "materialise_reduce"} <= set(rules)
     # Snakemake ran nothing outside Slurm: every job it started is one of the submitted ones.
-    assert len(submitted) == int(re.search(r"(\d+) of \1 steps \(100%\) done", log).group(1)), log[-6000:]
+    assert "localrule" not in log, log[-6000:]  # Snakemake's mark of a job run on the submitting host
     ids = [i for i, _ in submitted]
     for job_id, path in submitted:
         slurm_log = Path(path)
