@@ -799,3 +799,20 @@ def test_filter_settings_rerun_exactly_what_they_affect(filters_run):
     # The fix's threshold: the fix and every baseline (their size follows it), no re-scoring.
     jobs = plan("threshold", "filters:\n  fix:\n    clip_threshold: -0.9\n    dedup_threshold: 1.0\n")
     assert jobs["filter_fix"] == 1 and jobs["filter_baseline"] == 4 and "filter_rescore" not in jobs
+
+
+def test_greedy_keep_first_equals_the_definition_on_near_duplicates():
+    """Row by row against every earlier kept row (the definition), on rows drawn around a few
+    looks so that near-duplicates fall inside blocks and across them."""
+    rng = np.random.default_rng(3)
+    looks = rng.normal(size=(6, 8))
+    emb = looks[rng.integers(6, size=300)] + rng.normal(0, 0.15, (300, 8))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    for threshold in (0.9, 0.97, 0.995):
+        want, kept = [], []
+        for row in emb:
+            keep = not kept or float((emb[kept] @ row).max()) < threshold
+            want.append(keep)
+            kept += [len(want) - 1] if keep else []
+        for block in (7, 64, 1024):
+            assert greedy_keep_first(emb, threshold, block=block).tolist() == want, (threshold, block)

@@ -217,7 +217,10 @@ def greedy_keep_first(emb: np.ndarray, threshold: float, block: int = 1024) -> n
     similarity to an earlier *kept* row is ``>= threshold``. Rows must be L2-normalised.
 
     Blockwise: each block is compared with every row kept so far (one matrix product), then within
-    itself in order, so memory is ``block x kept`` rather than ``n x n``.
+    itself in order, so memory is ``block x kept`` rather than ``n x n``. Within a block only the
+    rows that have a similar earlier row in it are decided one by one (in order, against the
+    earlier rows kept); every other row is kept unless it duplicates an earlier block's row, so
+    the Python loop runs over near-duplicates only.
     """
     n = len(emb)
     keep = np.zeros(n, dtype=bool)
@@ -227,14 +230,14 @@ def greedy_keep_first(emb: np.ndarray, threshold: float, block: int = 1024) -> n
         dup = np.zeros(len(chunk), dtype=bool)
         if kept:
             dup = (chunk @ emb[kept].T).max(axis=1) >= threshold
-        local = chunk @ chunk.T
-        chosen: list[int] = []
-        for j in range(len(chunk)):
-            if dup[j] or (chosen and local[j, chosen].max() >= threshold):
-                continue
-            chosen.append(j)
-        kept.extend(start + j for j in chosen)
-        keep[[start + j for j in chosen]] = True
+        # similar[j, i] for i < j: row j is that close to the earlier row i of this block
+        similar = np.tril(chunk @ chunk.T >= threshold, k=-1)
+        chosen = ~dup
+        for j in np.flatnonzero(similar.any(axis=1) & chosen):
+            if (similar[j, :j] & chosen[:j]).any():
+                chosen[j] = False
+        kept.extend((start + np.flatnonzero(chosen)).tolist())
+        keep[start:start + len(chunk)] = chosen
     return keep
 
 
