@@ -659,6 +659,8 @@ def measure_size(n: int, args, store: dict, saved: Path) -> None:
     todo = [("new", step) for step in STEPS]
     if args.old_src and n <= args.old_max:
         todo += [("old", step) for step in OLD_STEPS]
+    if args.steps:
+        todo = [(kind, step) for kind, step in todo if step in args.steps]
     if not args.remeasure:
         todo = [(kind, step) for kind, step in todo
                 if not entry["steps" if kind == "new" else "old"].get(step, {}).get("ok")]
@@ -693,6 +695,7 @@ def main() -> None:
     parser.add_argument("--old-src", type=Path, help="the pre-DuckDB library's src/ (a checkout of 3fbba3e)")
     parser.add_argument("--keep", action="store_true", help="keep the synthesized data of a size once measured")
     parser.add_argument("--remeasure", action="store_true", help="measure again the steps already measured")
+    parser.add_argument("--steps", nargs="+", help="only these steps (names as in the table)")
     parser.add_argument("--report-only", action="store_true", help="write the section from the saved results.json")
     parser.add_argument("--run-step", help=argparse.SUPPRESS)
     parser.add_argument("--old", action="store_true", help=argparse.SUPPRESS)
