@@ -702,10 +702,15 @@ def select_baseline(con, method: str, index_paths: Sequence[str], scorer: str, s
         if absent:
             raise FilterError(f"T-MARS: images with text have no masked score, e.g. {absent}")
     stat_columns = [c for c in types if c not in ("s_tmars", "s_flip")]
-    con.execute(f"""CREATE OR REPLACE TEMP VIEW scored AS
-                    SELECT *, CASE WHEN isfinite({RAW_SCORE}) THEN {RAW_SCORE} END AS {SCORE}
-                    FROM (SELECT {', '.join(map(sql_name, stat_columns))}, {score_sql(method, scorer)} AS {RAW_SCORE}
-                          FROM pool WHERE {OK_ROW})""")
+    # The scored rows are written to scratch once: the sorts that rank them (median, top
+    # fraction) then read a file and spill on their own, instead of sorting the output of the
+    # join with the re-scores, which ran out of memory at 1e8 rows.
+    copy_to_parquet(con, f"""SELECT *, CASE WHEN isfinite({RAW_SCORE}) THEN {RAW_SCORE} END AS {SCORE}
+                             FROM (SELECT {', '.join(map(sql_name, stat_columns))},
+                                          {score_sql(method, scorer)} AS {RAW_SCORE}
+                                   FROM pool WHERE {OK_ROW})""", scratch / "scored.parquet")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW scored AS SELECT * FROM "
+                f"read_parquet({sql_string(str(scratch / 'scored.parquet'))})")
     n_index, n_ok = one_row(con, f"SELECT count(*), count(*) FILTER (WHERE {OK_ROW}) FROM pool")
     (n_scored,) = one_row(con, f"SELECT count({SCORE}) FROM scored")
     median = median_score(con, n_scored)
