@@ -190,8 +190,12 @@ class KeyPartitions:
 
 def columns_of(con, paths: Sequence[str | os.PathLike]) -> dict[str, str]:
     """Column name -> DuckDB type of the union of the files' schemas (metadata only)."""
-    rows = con.execute(f"DESCRIBE SELECT * FROM {parquet_source(paths)}").fetchall()
-    return {name: str(kind) for name, kind, *_ in rows}
+    return source_types(con, parquet_source(paths))
+
+
+def source_types(con, source: str) -> dict[str, str]:
+    """Column name -> DuckDB type of a SQL table expression or view (planned, not run)."""
+    return {name: str(kind) for name, kind, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
 
 
 def one_row(con, sql: str, params: Iterable | None = None) -> tuple:

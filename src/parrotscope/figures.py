@@ -196,7 +196,6 @@ def cluster_study(con, index_paths: Sequence[str], assign_paths: Sequence[str], 
                              f"the index one to one (rerun cluster_assign for this index)")
     sums = rows[rows["cluster"].notna() & (rows["n"] > 0)].drop(columns=checks)
     sums = sums.astype({"cluster": "int64"}).set_index("cluster").sort_index()
-    scores = [c for c, *_ in REMOVALS]
     dtypes = {c: np.float32 if types[f"{scorer}.{c}"] == "FLOAT" else np.float64 for c in scores}
     return ClusterStudy(sums=sums, truth=truth, dtypes=dtypes)
 

@@ -72,7 +72,7 @@ from tqdm import tqdm
 
 from .curate import STAT_MEANS, SubsetTooSmall
 from .db import (Engine, KeyPartitions, columns_of, connect, copy_to_parquet, hash_partitions, number, one_row,
-                 parquet_source, register_keyed_rank, sql_name, sql_string)
+                 parquet_source, register_keyed_rank, source_types, sql_name, sql_string)
 from .filter_names import BASELINES, FIX, FilterError, subset_name
 from .inpaint import dilation_kernel, rasterise, text_rows, word_polygons
 from .io import KEY, read_json, read_parquet, write_json, write_parquet
@@ -383,18 +383,14 @@ def pool_view(con, index_paths: Sequence[str], scorer: str,
     :func:`pool_sources` (one key partition of them). Returns the view's column types."""
     sources = sources or pool_sources(con, index_paths, scorer, joins)
     con.execute(f"CREATE OR REPLACE TEMP VIEW idx AS SELECT * FROM {sources['idx']}")
-    select, source = [f"i.{sql_name(c)}" for c in columns_of_view(con, "idx")], "idx i"
+    select, source = [f"i.{sql_name(c)}" for c in source_types(con, "idx")], "idx i"
     for n, (_, column, what, complete) in enumerate(joins):
         table = sources[f"t{n}"]
         _check_join(con, "idx", table, what, complete)
         select.append(f"t{n}.{sql_name(column)}")
         source += f" LEFT JOIN {table} t{n} ON {_k(f't{n}')} = {_k('i')}"
     con.execute(f"CREATE OR REPLACE TEMP VIEW pool AS SELECT {', '.join(select)} FROM {source}")
-    return {name: str(kind) for name, kind, *_ in con.execute("DESCRIBE SELECT * FROM pool").fetchall()}
-
-
-def columns_of_view(con, view: str) -> list[str]:
-    return [name for name, *_ in con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()]
+    return source_types(con, "pool")
 
 
 def _mean_terms(column: str, sql_type: str) -> list[str]:
@@ -418,7 +414,7 @@ def subset_summary(con, source: str, scorer: str) -> dict:
     """curate's per-subset means (Avg. S(raw), share with text, CoTR, ...) and the parrot shares of
     the rows of ``source`` (a SQL table expression), in one aggregate query."""
     columns = {name: col.replace("{scorer}", scorer) for name, col in STAT_MEANS.items()}
-    types = {name: str(kind) for name, kind, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    types = source_types(con, source)
     means = {name: col for name, col in columns.items() if col in types}
     shares = {name: col for name, col in SHARE_COLUMNS.items() if col in types}
     terms = [t for col in [*means.values(), *shares.values()] for t in _mean_terms(col, types[col])]
