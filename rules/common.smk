@@ -276,31 +276,40 @@ def score_inputs(wildcards):
     return inputs
 
 
-def curated_subsets():
-    """Every subset named in a curation table, in table order, once each."""
-    names = [s for table in config["curate"]["tables"].values() for s in table]
-    return list(dict.fromkeys(names))
+def table_dataset(table):
+    """The dataset a curation table selects from: `curate.table_datasets`, else the study dataset."""
+    return (config["curate"]["table_datasets"] or {}).get(table, config["study_dataset"])
+
+
+def curated_models():
+    """(dataset, subset, arch, seed) of every CLIP behind a curation table row, in table order,
+    once each."""
+    models = [(table_dataset(t), *m) for t, subsets in config["curate"]["tables"].items()
+              for m in trained_models(subsets)]
+    return list(dict.fromkeys(models))
 
 
 def model_labels(models):
-    """Labels of (subset, arch, seed) models in figures: the seed only when there are several."""
+    """Labels of (dataset, subset, arch, seed) models in figures: the dataset when it is not the
+    study dataset, the seed only when there are several."""
     several = len(config["train"]["seeds"]) > 1
-    return [f"{s} {a}" + (f" seed {seed}" if several else "") for s, a, seed in models]
+    return [(f"{d}/" if d != config["study_dataset"] else "") + f"{s} {a}"
+            + (f" seed {seed}" if several else "") for d, s, a, seed in models]
 
 
-def curation_eval_path(subset, arch, seed, name):
-    return f"results/eval/{config['study_dataset']}/{subset}/{arch}/seed{seed}/{name}"
+def curation_eval_path(dataset, subset, arch, seed, name):
+    return f"results/eval/{dataset}/{subset}/{arch}/seed{seed}/{name}"
 
 
 def curation_table_inputs(wildcards):
     """Per row (subset) and architecture: clip-benchmark results and synthetic-text measures;
     per row the subset's selection stats."""
-    dataset = config["study_dataset"]
+    dataset = table_dataset(wildcards.table)
     subsets = config["curate"]["tables"][wildcards.table]
     models = trained_models(subsets)
     return {
-        "evals": [curation_eval_path(*m, "benchmark.json") for m in models],
-        "syncs": [curation_eval_path(*m, "sync.json") for m in models],
+        "evals": [curation_eval_path(dataset, *m, "benchmark.json") for m in models],
+        "syncs": [curation_eval_path(dataset, *m, "sync.json") for m in models],
         "stats": [f"results/{dataset}/subsets/{s}/stats.json" for s in subsets],
     }
 
@@ -425,7 +434,7 @@ def rescore_parts(wildcards):
 
 
 def filter_model_paths(subsets, name):
-    return [curation_eval_path(*m, name) for m in trained_models(subsets)]
+    return [curation_eval_path(config["study_dataset"], *m, name) for m in trained_models(subsets)]
 
 
 def table10_models():

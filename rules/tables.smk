@@ -78,12 +78,12 @@ rule curation_table:
 rule fig8:
     # Fig. 8: the synthetic-text measures of every model trained on a curated subset.
     input:
-        sync=lambda w: [curation_eval_path(*m, "sync.json") for m in trained_models(curated_subsets())],
+        sync=lambda w: [curation_eval_path(*m, "sync.json") for m in curated_models()],
     output:
         report("results/figures/fig8_sync_trained.png", caption="../report/fig8.rst",
                category="Trained CLIPs (Sec. 6)"),
     params:
-        labels=lambda w: model_labels(trained_models(curated_subsets())),
+        labels=lambda w: model_labels(curated_models()),
         code=code_version("synth"),
     log:
         "logs/tables/fig8.log",

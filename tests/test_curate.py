@@ -207,8 +207,8 @@ def test_run_select_writes_keys_and_stats(tmp_path):
 
 
 def test_check_curate_accepts_the_paper_config_and_names_mistakes():
-    config = {"score": {"scorers": {"ref": {}}},
-              "curate": {"size": 10, "n_shards": 2, "seed": 0, "scorer": None,
+    config = {"score": {"scorers": {"ref": {}}}, "datasets": {"demo": {}, "demo_mix": {}},
+              "curate": {"size": 10, "table_datasets": {"table4": "demo_mix"}, "n_shards": 2, "seed": 0, "scorer": None,
                          "subsets": PAPER_SUBSETS, "tables": PAPER_TABLES}}
     check_curate(config)
     for change, message in [
@@ -216,6 +216,8 @@ def test_check_curate_accepts_the_paper_config_and_names_mistakes():
         ({"subsets": {"pool": []}, "tables": {}}, "curate.subsets.pool"),
         ({"scorer": "openai"}, "curate.scorer"),
         ({"n_shards": 11}, "curate.n_shards"),
+        ({"table_datasets": {"table9": "demo"}}, "curate.table_datasets.table9"),
+        ({"table_datasets": {"table4": "laion"}}, "'laion' is not one of datasets"),
     ]:
         with pytest.raises(CurateError) as err:
             check_curate({**config, "curate": {**config["curate"], **change}})

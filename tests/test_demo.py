@@ -203,6 +203,34 @@ def test_extreme_proportions(tmp_path):
         )
 
 
+PARTIAL = {"text_fraction": 1.0, "caption_exact_prob": 0.0, "caption_mixed_prob": 0.0,
+           "caption_none_prob": 0.0, "caption_partial_prob": 1.0, "words_per_image_probs": [0.5, 0.5]}
+
+
+def test_partial_captions_quote_the_words_and_add_the_rows_visual_words(tmp_path):
+    # One rendered word: always 2 visual words (CoTR 1/3); two words: always 1 (CoTR 2/3).
+    cfg = {**TINY, "samples_per_shard": 40, **PARTIAL, "partial_visual_words_probs": [[0, 1], [1]]}
+    write_demo_shard(cfg, 0, str(tmp_path / "p.tar"))
+    rates = set()
+    for s in read_tar(tmp_path / "p.tar").values():
+        t, caption = json.loads(s["json"])["truth"], s["txt"].decode().split()
+        assert t["caption_kind"] == "partial" and t["parrot_words"] == t["words"]
+        words = len(t["words"])
+        assert caption[:words] == t["words"] and len(caption) == words + (2 if words == 1 else 1)
+        assert not {w.lower() for w in caption[words:]} & {w.lower() for w in DEFAULTS["vocabulary"]}
+        rates.add(round(cotr(" ".join(caption), t["words"]), 3))
+    assert rates == {0.333, 0.667}
+
+
+def test_partial_visual_word_rows_are_validated():
+    with pytest.raises(ValueError, match="partial_visual_words_probs"):
+        demo_config({"partial_visual_words_probs": [0.5, 0.5]})
+    with pytest.raises(ValueError, match="partial_visual_words_probs"):
+        demo_config({"partial_visual_words_probs": [[0.5, 0.4]]})
+    with pytest.raises(ValueError, match="must be 1"):
+        demo_config({"caption_partial_prob": 0.5})
+
+
 # ---------------------------------------------------------------------------- evaluation sets
 
 EVAL_CFG = {"eval_concepts_per_class": 2, "eval_retrieval_pairs": 10, "eval_samples_per_shard": 20}

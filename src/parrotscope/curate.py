@@ -403,6 +403,13 @@ def check_curate(config: Mapping) -> None:
     for table in cur.get("table_sizes") or {}:
         if table not in (cur.get("tables") or {}):
             raise CurateError(f"config curate.table_sizes.{table}: not a table of curate.tables")
+    datasets = config.get("datasets") or {}
+    for table, dataset in (cur.get("table_datasets") or {}).items():
+        if table not in (cur.get("tables") or {}):
+            raise CurateError(f"config curate.table_datasets.{table}: not a table of curate.tables")
+        if dataset not in datasets:
+            raise CurateError(f"config curate.table_datasets.{table}: {dataset!r} is not one of datasets "
+                              f"{sorted(datasets)}")
     n_shards = cur.get("n_shards")
     sizes = [cur.get("size"), *(cur.get("table_sizes") or {}).values()]
     size = min((s for s in sizes if s is not None), default=None)

@@ -72,16 +72,15 @@ def text_caption(
     rng: np.random.Generator, cfg: dict, concept: Concept, bg_phrase: str, words: list[str]
 ) -> tuple[str, str, list[str]]:
     """(caption, caption_kind, parrot_words) for an image whose rendered words are ``words``."""
-    kind = ("exact", "mixed", "none")[
-        int(
-            rng.choice(
-                3,
-                p=[cfg["caption_exact_prob"], cfg["caption_mixed_prob"], cfg["caption_none_prob"]],
-            )
-        )
-    ]
+    # One uniform draw whatever the number of kinds: a config without partial captions draws
+    # the same kinds (and so the same pool) as before they existed.
+    probs = [cfg["caption_exact_prob"], cfg["caption_mixed_prob"], cfg["caption_none_prob"],
+             cfg["caption_partial_prob"]]
+    kind = ("exact", "mixed", "none", "partial")[int(rng.choice(4, p=probs))]
     if kind == "exact":
         return " ".join(words), kind, list(words)
+    if kind == "partial":
+        return partial_caption(rng, cfg, concept, words), kind, list(words)
     desc = visual_description(rng, concept, bg_phrase, cfg)
     if kind == "none":
         return desc, kind, []
@@ -96,6 +95,26 @@ def text_caption(
         desc=desc, words=" ".join(quoted), color=concept.color, shape=concept.shape
     )
     return caption, kind, quoted
+
+
+def visual_words(concept: Concept, cfg: dict) -> list[str]:
+    """Distinct words that describe what is drawn: size, colour, shape, then where it sits."""
+    words = [size_word(concept, cfg), concept.color, concept.shape,
+             *position_phrase(concept, cfg["image_size"]).split()]
+    return list(dict.fromkeys(words))
+
+
+def partial_caption(rng: np.random.Generator, cfg: dict, concept: Concept, words: list[str]) -> str:
+    """The rendered words followed by m visual words ("SALE OPEN red circle"): CoTR is
+    len(words) / (len(words) + m), so a pool of such captions spreads CoTR over (0, 1) the way web
+    captions that quote a sign and name a little of the picture do. m is drawn from the row of
+    ``partial_visual_words_probs`` for this many rendered words (the last row for more words)."""
+    rows = cfg["partial_visual_words_probs"]
+    probs = rows[min(len(words), len(rows)) - 1]
+    visual = visual_words(concept, cfg)
+    m = min(1 + int(rng.choice(len(probs), p=probs)), len(visual))
+    keep = sorted(rng.choice(len(visual), size=m, replace=False))
+    return " ".join([*words, *(visual[i] for i in keep)])
 
 
 def cotr(caption: str, words: list[str]) -> float:

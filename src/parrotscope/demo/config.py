@@ -29,7 +29,11 @@ Configuration keys (the ``demo`` section; defaults in :data:`DEFAULTS`):
     max_shape_occlusion      largest share of the shape's box the text may cover (best effort)
     caption_exact_prob       text images: caption is exactly the rendered words
     caption_mixed_prob       text images: visual description plus some rendered words
-    caption_none_prob        text images: visual description only (the three sum to 1)
+    caption_none_prob        text images: visual description only
+    caption_partial_prob     text images: the rendered words plus a few visual words, so CoTR
+                             takes values in (0, 1) (the four caption probabilities sum to 1)
+    partial_visual_words_probs  partial captions: one row per number of rendered words (1, 2, ...;
+                             the last row for more), the probabilities of adding 1, 2, ... visual words
     mixed_all_words_prob     mixed captions: probability of quoting all rendered words (else some)
     textfree_generic_prob    text-free images: probability of a generic, uninformative caption
     eval_concepts_per_class  held-out concept classification images per class
@@ -111,6 +115,8 @@ DEFAULTS: dict = {
     "caption_exact_prob": 0.2,
     "caption_mixed_prob": 0.4,
     "caption_none_prob": 0.4,
+    "caption_partial_prob": 0.0,
+    "partial_visual_words_probs": [[0.4, 0.3, 0.2, 0.1]],
     "mixed_all_words_prob": 0.5,
     "textfree_generic_prob": 0.2,
     "eval_concepts_per_class": 30,
@@ -130,9 +136,12 @@ _PROBABILITY_KEYS = (
     "caption_exact_prob",
     "caption_mixed_prob",
     "caption_none_prob",
+    "caption_partial_prob",
     "mixed_all_words_prob",
     "textfree_generic_prob",
 )
+#: The caption kinds of text images, in the order their probabilities are drawn from.
+CAPTION_KIND_KEYS = ("caption_exact_prob", "caption_mixed_prob", "caption_none_prob", "caption_partial_prob")
 _RANGE_KEYS = ("shape_size", "photo_saturation", "photo_contrast", "font_size")
 _POSITIVE_INT_KEYS = (
     "n_shards",
@@ -193,20 +202,21 @@ def _validate_numbers(cfg: dict) -> None:
         _fail(cfg, "rotation_deg", "must be between 0 and 45")
     if cfg["uppercase_prob"] + cfg["titlecase_prob"] > 1 + 1e-9:
         _fail(cfg, "titlecase_prob", "uppercase_prob + titlecase_prob must not exceed 1")
-    kinds = cfg["caption_exact_prob"] + cfg["caption_mixed_prob"] + cfg["caption_none_prob"]
+    kinds = sum(cfg[k] for k in CAPTION_KIND_KEYS)
     if abs(kinds - 1.0) > 1e-6:
-        _fail(
-            cfg,
-            "caption_none_prob",
-            "caption_exact_prob + caption_mixed_prob + caption_none_prob must be 1",
-        )
-    probs = np.asarray(cfg["words_per_image_probs"], dtype=float)
-    if probs.size == 0 or (probs < 0).any() or abs(probs.sum() - 1.0) > 1e-6:
-        _fail(
-            cfg,
-            "words_per_image_probs",
-            "must be non-negative probabilities of 1, 2, ... words summing to 1",
-        )
+        _fail(cfg, "caption_none_prob", f"{' + '.join(CAPTION_KIND_KEYS)} must be 1")
+    if not _is_distribution(cfg["words_per_image_probs"]):
+        _fail(cfg, "words_per_image_probs", "must be non-negative probabilities of 1, 2, ... words summing to 1")
+    rows = cfg["partial_visual_words_probs"]
+    if not rows or not all(isinstance(r, (list, tuple)) and _is_distribution(r) for r in rows):
+        _fail(cfg, "partial_visual_words_probs", "must be rows (one per number of rendered words) of "
+              "non-negative probabilities of 1, 2, ... visual words, each summing to 1")
+
+
+def _is_distribution(values) -> bool:
+    """Non-empty, non-negative, summing to 1."""
+    probs = np.asarray(values, dtype=float)
+    return probs.ndim == 1 and probs.size > 0 and not (probs < 0).any() and abs(probs.sum() - 1.0) <= 1e-6
 
 
 def _validate_names(cfg: dict) -> None:
