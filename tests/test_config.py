@@ -25,10 +25,20 @@ def validated(cfg):
     return cfg
 
 
-@pytest.mark.parametrize("path", [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml")),
-                                  *sorted((ROOT / "tests" / "configs").glob("*.yaml"))])
+@pytest.mark.parametrize("path", [ROOT / "config.yaml", *sorted((ROOT / "tests" / "configs").glob("*.yaml"))])
 def test_shipped_configs_validate(path):
     validated(load(path))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_config_overlays_validate_over_the_default(path):
+    """configs/*.yaml are layered over config.yaml (`--configfile config.yaml configs/X.yaml`),
+    merged key by key as Snakemake merges config files."""
+    from snakemake.utils import update_config
+
+    cfg = load(ROOT / "config.yaml")
+    update_config(cfg, load(path))
+    assert validated(cfg)["train"]["hparams"] == load(ROOT / "config.yaml")["train"]["hparams"]
 
 
 def test_defaults_fill_every_section():
