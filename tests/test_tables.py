@@ -166,9 +166,16 @@ def test_curation_table_from_fixed_evaluation_files(tmp_path):
             path = tmp_path / f"{kind}{i}.json"
             path.write_text(json.dumps(item))
             paths[kind].append(str(path))
+    # no_text's 4 keys: 3 also in text_only's subset (a key in no other row is ignored).
+    keys = [tmp_path / "no_text.parquet", tmp_path / "text_only.parquet"]
+    pd.DataFrame({"__key__": ["a", "b", "c", "d"]}).to_parquet(keys[0])
+    pd.DataFrame({"__key__": ["d", "c", "b", "x"]}).to_parquet(keys[1])
     out = tmp_path / "table.csv"
-    run_curation_table(subsets, archs, paths["eval"], paths["sync"], paths["stats"], str(out), 3)
+    run_curation_table(subsets, archs, paths["eval"], paths["sync"], paths["stats"], [str(k) for k in keys],
+                       str(out), 3)
     table = pd.read_csv(out, index_col="subset")
+    assert table.loc["no_text", "shared with next"] == 0.75 and math.isnan(table.loc["text_only", "shared with next"])
+    assert list(table.columns[:3]) == ["samples", "eligible", "shared with next"]
     assert list(table.index) == subsets
     assert "Avg. S(raw)" not in table.columns  # no subset read a score
     assert table.loc["no_text", "tiny-rn IN"] == 0.8

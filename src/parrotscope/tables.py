@@ -366,10 +366,34 @@ def build_curation_table(subsets: list[str], archs: list[str], evals: list[dict]
     return over_seeds(tables, measured_columns(tables[0], archs))
 
 
+#: Share of a row's subset also chosen for the next row. The paper's thresholds are nested
+#: (CoTR >= 0.3 holds CoTR >= 0.5), so two rows compare different data only where this is small.
+SHARED_COLUMN = "shared with next"
+
+
+def neighbour_shares(key_paths: Sequence[str]) -> list[float]:
+    """Per row, the share of its subset's keys (``keys.parquet``) that the next row's subset also
+    holds; NaN for the last row (no next row) and for an empty subset."""
+    con = connect()
+    shares = []
+    for this, after in zip(key_paths, key_paths[1:]):
+        shared, n = one_row(con, f"""
+            SELECT count(*) FILTER (WHERE b.__key__ IS NOT NULL), count(*)
+            FROM {parquet_source([this])} a LEFT JOIN (SELECT DISTINCT __key__ FROM {parquet_source([after])}) b
+            USING (__key__)""")
+        shares.append(shared / n if n else math.nan)
+    return [*shares, math.nan][:len(key_paths)]
+
+
 def run_curation_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
-                       stats_paths: list[str], out_csv: str, decimals: int, n_seeds: int = 1) -> None:
-    _run_subset_table(build_curation_table, subsets, archs, eval_paths, sync_paths, stats_paths, out_csv, decimals,
-                      n_seeds)
+                       stats_paths: list[str], key_paths: list[str], out_csv: str, decimals: int,
+                       n_seeds: int = 1) -> None:
+    """Tables 3-6 (:func:`build_curation_table`) with the share of each row's samples that the next
+    row's subset also holds, after the selection's own columns."""
+    table = build_curation_table(subsets, archs, [read_json(p) for p in eval_paths],
+                                 [read_json(p) for p in sync_paths], [read_json(p) for p in stats_paths], n_seeds)
+    table.insert(table.columns.get_loc("eligible") + 1, SHARED_COLUMN, neighbour_shares(key_paths))
+    write_csv(table.round(decimals), out_csv)
 
 
 def _run_subset_table(build, subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
