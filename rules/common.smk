@@ -311,7 +311,7 @@ def curation_table_inputs(wildcards):
         "evals": [curation_eval_path(dataset, *m, "benchmark.json") for m in models],
         "syncs": [curation_eval_path(dataset, *m, "sync.json") for m in models],
         "stats": [f"results/{dataset}/subsets/{s}/stats.json" for s in subsets],
-        "keys": [f"results/{dataset}/subsets/{s}/keys.parquet" for s in subsets],
+        "key_tables": [f"results/{dataset}/subsets/{s}/keys.parquet" for s in subsets],
     }
 
 

@@ -40,6 +40,28 @@ def make_tar(tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def tiny_default(tmp_path_factory):
+    """The tiny config's whole default target (every table, figure and the report's tables),
+    built once for every workflow test that reads its outputs. A user dataset with bad inputs
+    rides along for Table 1's accounting."""
+    from workflow import snakemake, tiny_config, write_config
+
+    work = tmp_path_factory.mktemp("wf")
+    cfg = tiny_config()
+    good = image_bytes(size=(96, 64))
+    bad_shard = write_tar(work / "mine-000.tar", [
+        ("a.jpg", good), ("a.txt", b"a red square"),
+        ("b.jpg", b"garbage"), ("b.txt", b"broken image"),
+        ("c.jpg", good),  # no caption
+        ("d.jpg", good), ("d.txt", b"\xff\xfe bad utf-8"),
+    ])
+    cfg["datasets"]["mine"] = {"shards": bad_shard, "shards_per_part": 1}
+    write_config(work, cfg)
+    snakemake(work, "-c", "2", timeout=3600)
+    return work
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module's tests: on 2 shared cores OpenMP's spin-waiting made 2 threads

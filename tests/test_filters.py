@@ -732,13 +732,9 @@ def test_check_filters_names_mistakes():
 
 
 @pytest.fixture(scope="module")
-def filters_run(tmp_path_factory):
-    from workflow import snakemake, tiny_config, write_config
-
-    work = tmp_path_factory.mktemp("filters")
-    write_config(work, tiny_config())
-    snakemake(work, "-c", "2", "results/table_filters.csv", "results/table10.csv", timeout=1800)
-    return work
+def filters_run(tiny_default):
+    """The filters table and Table 10 come with the tiny config's whole default run."""
+    return tiny_default
 
 
 FILTER_ROWS = ["filter_fix", "filter_clip_score", "filter_tmars", "filter_flip_clip", "filter_random"]
