@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
+import pytest
+
 from parrotscope.db import Engine, connect, engine_of
 
 
@@ -55,3 +59,29 @@ def test_hash_partitions_grow_with_the_rows_past_the_engines_share(tmp_path):
     with KeyPartitions(con, '"__key__"', 1) as parts:  # one partition: the source itself, nothing written
         parts.add("t", "(SELECT 1 AS x)")
         assert parts.source("t", 0) == "(SELECT 1 AS x)"
+
+
+@pytest.mark.parametrize("values", ["uniform", "ties", "skewed", "constant"])
+def test_order_statistics_in_linear_time_equal_order_by_limit(tmp_path, values):
+    """rows_in_order and copy_first_in_order give what ORDER BY value, key LIMIT n OFFSET k gives,
+    for ties, a value piled into one bucket, and a constant value (one bucket for all)."""
+    from parrotscope.db import copy_first_in_order, rows_in_order
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    v = {"uniform": rng.random(n), "ties": rng.integers(0, 7, n).astype(float),
+         "skewed": np.r_[rng.random(n - 50) * 1e-9, rng.random(50) * 1e6], "constant": np.full(n, 2.5)}[values]
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"__key__": [f"k{i:05d}" for i in rng.permutation(n)], "v": v}).to_parquet(path)
+    con = connect()
+    rel = f"read_parquet('{path}')"
+    for offset, count in [(0, 1), (n // 2 - 1, 2), (n - 1, 1), (1234, 40)]:
+        want = con.execute(f"SELECT v, __key__ FROM {rel} ORDER BY v, __key__ LIMIT {count} OFFSET {offset}").fetchall()
+        assert rows_in_order(con, rel, "v", "__key__", offset, count, "v, __key__") == want
+        assert rows_in_order(con, rel, "-v", "__key__", offset, count, "v, __key__") == con.execute(
+            f"SELECT v, __key__ FROM {rel} ORDER BY v DESC, __key__ LIMIT {count} OFFSET {offset}").fetchall()
+    for size in (1, 777, n - 1, n, n + 5):
+        copy_first_in_order(con, rel, "v", "__key__", size, tmp_path / "first.parquet")
+        got = set(pd.read_parquet(tmp_path / "first.parquet")["__key__"])
+        want = {k for (k,) in con.execute(f"SELECT __key__ FROM {rel} ORDER BY v, __key__ LIMIT {size}").fetchall()}
+        assert got == want and len(got) == min(size, n)

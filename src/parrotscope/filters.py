@@ -71,8 +71,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .curate import STAT_MEANS, SubsetTooSmall
-from .db import (Engine, KeyPartitions, columns_of, connect, copy_to_parquet, hash_partitions, number, one_row,
-                 parquet_source, register_keyed_rank, source_types, sql_name, sql_string)
+from .db import (Engine, KeyPartitions, columns_of, connect, copy_first_in_order, copy_to_parquet, hash_partitions,
+                 number, one_row, parquet_source, register_keyed_rank, rows_in_order, source_types, sql_name,
+                 sql_string)
 from .filter_names import BASELINES, FIX, FilterError, subset_name
 from .inpaint import dilation_kernel, rasterise, text_rows, word_polygons
 from .io import KEY, read_json, read_parquet, write_json, write_parquet
@@ -635,15 +636,16 @@ def score_sql(method: str, scorer: str) -> str:
     raise FilterError(f"unknown baseline {method!r}; baselines: {list(BASELINES)}")
 
 
-def _nth(con, columns: str, order: str, offset: int, n: int = 1) -> list[tuple]:
-    """Rows ``offset .. offset+n-1`` of the scored rows in ``order``: the engine sorts out of core
-    when the offset is large and keeps a bounded top-N when it is small, so a rank anywhere in
-    the dataset costs no more memory than the engine's limit."""
-    return con.execute(f"SELECT {columns} FROM scored WHERE {SCORE} IS NOT NULL ORDER BY {order} "
-                       f"LIMIT {int(n)} OFFSET {int(offset)}").fetchall()
+SCORED_ROWS = f"(SELECT * FROM scored WHERE {SCORE} IS NOT NULL)"
+RANK = "_keyed_rank"  # the seeded keyed rank of a scored row (the uniform draw's order)
 
 
-BEST_FIRST = f"{SCORE} DESC, {sql_name(KEY)}"
+def _nth(con, columns: str, descending: bool, offset: int, n: int = 1) -> list[tuple]:
+    """Rows ``offset .. offset+n-1`` of the scored rows by score (ascending, or descending) then
+    key, in linear time (:func:`parrotscope.db.rows_in_order`): a rank anywhere in the dataset
+    (the median, the cut of a top 30%) costs two scans, not a sort of the dataset."""
+    value = f"-{SCORE}" if descending else SCORE
+    return rows_in_order(con, SCORED_ROWS, value, sql_name(KEY), offset, n, columns)
 
 
 def median_score(con, n_scored: int) -> float | None:
@@ -651,7 +653,7 @@ def median_score(con, n_scored: int) -> float | None:
     computed as ``np.mean`` does, ``(a + b) / 2``."""
     if not n_scored:
         return None
-    middle = [row[0] for row in _nth(con, SCORE, SCORE, (n_scored - 1) // 2, 2 - n_scored % 2)]
+    middle = [row[0] for row in _nth(con, SCORE, False, (n_scored - 1) // 2, 2 - n_scored % 2)]
     return float(middle[0]) if n_scored % 2 else float((middle[0] + middle[1]) / 2)
 
 
@@ -665,7 +667,7 @@ def criterion_sql(con, method: str, n_ok: int, n_scored: int, median: float | No
         m = min(math.ceil(f * n_scored), n_scored)
         if m == 0:
             return "false", 0, f"top {f:.0%} by score"
-        ((cut, cut_key),) = _nth(con, f"{SCORE}, {sql_name(KEY)}", BEST_FIRST, m - 1)
+        ((cut, cut_key),) = _nth(con, f"{SCORE}, {sql_name(KEY)}", True, m - 1)
         key = sql_name(KEY)
         return (f"({SCORE} > {_double(cut)} OR ({SCORE} = {_double(cut)} AND {key} <= {sql_string(cut_key)}))",
                 m, f"top {f:.0%} by score")
@@ -701,7 +703,9 @@ def select_baseline(con, method: str, index_paths: Sequence[str], scorer: str, s
     # The scored rows are written to scratch once: the sorts that rank them (median, top
     # fraction) then read a file and spill on their own, instead of sorting the output of the
     # join with the re-scores, which ran out of memory at 1e8 rows.
-    copy_to_parquet(con, f"""SELECT *, CASE WHEN isfinite({RAW_SCORE}) THEN {RAW_SCORE} END AS {SCORE}
+    rank = register_keyed_rank(con, seed)
+    copy_to_parquet(con, f"""SELECT *, CASE WHEN isfinite({RAW_SCORE}) THEN {RAW_SCORE} END AS {SCORE},
+                                    {rank}({sql_name(KEY)}) AS {RANK}
                              FROM (SELECT {', '.join(map(sql_name, stat_columns))},
                                           {score_sql(method, scorer)} AS {RAW_SCORE}
                                    FROM pool WHERE {OK_ROW})""", scratch / "scored.parquet")
@@ -712,16 +716,17 @@ def select_baseline(con, method: str, index_paths: Sequence[str], scorer: str, s
     median = median_score(con, n_scored)
     eligible, n_eligible, described = criterion_sql(con, method, n_ok, n_scored, median, fractions)
     chosen = scratch / "chosen.parquet"
+    # The first `size` rows in (keyed rank, key) or (score descending, key) order, chosen in
+    # linear time (parrotscope.db.copy_first_in_order) since `size` is a share of the dataset.
+    columns = f"* EXCLUDE ({RANK})"
     if n_eligible >= size:
-        rank = register_keyed_rank(con, seed)
-        copy_to_parquet(con, f"SELECT * FROM scored WHERE {eligible} "
-                             f"ORDER BY {rank}({sql_name(KEY)}), {sql_name(KEY)} LIMIT {int(size)}", chosen)
+        copy_first_in_order(con, f"(SELECT * FROM scored WHERE {eligible})", RANK, sql_name(KEY), size, chosen,
+                            columns)
         how: dict = {"chosen_by": "uniform among the eligible", "shortfall": 0}
     else:
         if n_scored < size:
             raise SubsetTooSmall(f"only {n_scored} status-ok samples have a filter score, fewer than the fix's {size}")
-        copy_to_parquet(con, f"SELECT * FROM scored WHERE {SCORE} IS NOT NULL ORDER BY {BEST_FIRST} "
-                             f"LIMIT {int(size)}", chosen)
+        copy_first_in_order(con, SCORED_ROWS, f"-{SCORE}", sql_name(KEY), size, chosen, columns)
         how = {"chosen_by": f"top {size} by score (the criterion keeps {n_eligible} < {size})",
                "shortfall": size - n_eligible}
     source = parquet_source([chosen])
