@@ -67,3 +67,15 @@ def test_missing_results_and_bad_markers_are_errors(checkout, capsys):
     (checkout / "results" / "t.csv").write_text("subset,IN\nrandom,0.1\n")
     with pytest.raises(DocTableError, match=r"no column\(s\) \['n'\]"):
         regenerate('<!-- table results/t.csv columns="subset|n" -->\n<!-- /table -->', checkout)
+
+
+def test_skip_missing_rewrites_what_the_results_hold_and_keeps_the_rest(checkout, capsys):
+    (checkout / "README.md").write_text(README + "\n<!-- table results/absent.csv -->\n| kept |\n<!-- /table -->\n"
+                                        "<!-- figure results/absent.png docs/img/absent.png -->\n")
+    assert main(["--root", str(checkout)]) == 2  # without the option a missing result is an error
+    assert main(["--root", str(checkout), "--skip-missing"]) == 0
+    out = capsys.readouterr().out
+    assert "kept, no result: results/absent.csv" in out and "kept, no result: results/absent.png" in out
+    text = (checkout / "README.md").read_text()
+    assert "| kept |" in text and "| old |" not in text
+    assert (checkout / "docs" / "img" / "f.png").exists() and not (checkout / "docs" / "img" / "absent.png").exists()

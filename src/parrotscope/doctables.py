@@ -80,12 +80,16 @@ def render_table(spec: TableSpec, root: Path) -> str:
     return table.to_markdown(index=False) + "\n"
 
 
-def regenerate(text: str, root: Path) -> tuple[str, list[str]]:
-    """The document with every table block rebuilt from ``root``, and the sources it read."""
+def regenerate(text: str, root: Path, skip_missing: bool = False) -> tuple[str, list[str]]:
+    """The document with every table block rebuilt from ``root``, and the sources it read. With
+    ``skip_missing`` a block whose result does not exist (a table outside the run's targets) is
+    left as it is."""
     sources: list[str] = []
 
     def block(match: re.Match) -> str:
         spec = parse_spec(match.group("spec"))
+        if skip_missing and not (root / spec.source).exists():
+            return match.group(0)
         sources.append(spec.source)
         return f"<!-- table {match.group('spec')} -->\n{render_table(spec, root)}<!-- /table -->"
 
@@ -118,17 +122,24 @@ def check(root: Path) -> list[str]:
     return stale
 
 
-def write(root: Path) -> list[str]:
-    """Rewrite every document's blocks and figure copies; return what changed."""
+def write(root: Path, skip_missing: bool = False) -> list[str]:
+    """Rewrite every document's blocks and figure copies; return what changed (and, with
+    ``skip_missing``, what was kept for want of its result)."""
     changed = []
     for doc in documents(root):
         text = doc.read_text()
-        new, _ = regenerate(text, root)
+        new, _ = regenerate(text, root, skip_missing)
         if new != text:
             with atomic_path(doc) as tmp:
                 Path(tmp).write_text(new)
             changed.append(str(doc.relative_to(root)))
+        for spec in (parse_spec(m.group("spec")) for m in TABLE.finditer(text)):
+            if skip_missing and not (root / spec.source).exists():
+                changed.append(f"kept, no result: {spec.source}")
         for source, copy in figures(text):
+            if skip_missing and not (root / source).exists():
+                changed.append(f"kept, no result: {source}")
+                continue
             if not (root / copy).exists() or not filecmp.cmp(root / source, root / copy, shallow=False):
                 with atomic_path(root / copy) as tmp:
                     shutil.copyfile(root / source, tmp)
@@ -140,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the checkout (results/ and the docs)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a block is stale")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="rewrite what the results hold; leave blocks whose result is missing as they are")
     args = parser.parse_args(argv)
     try:
         if args.check:
@@ -147,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in stale:
                 print(f"stale: {line}")
             return 1 if stale else 0
-        for line in write(args.root):
-            print(f"rewritten: {line}")
+        for line in write(args.root, args.skip_missing):
+            print(line if line.startswith("kept") else f"rewritten: {line}")
         return 0
     except FileNotFoundError as exc:
         print(f"missing result {exc.args[0]}: run the workflow first (`snakemake -c all`)", file=sys.stderr)
