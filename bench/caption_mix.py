@@ -37,38 +37,30 @@ COTR_THRESHOLDS = (0.3, 0.5, 0.8, 1.0)  # Table 4's nested rows (CoTR = 0 is a r
 
 
 def truth_cotrs(generator: dict) -> np.ndarray:
-    """Ground-truth CoTR of every text image of the pool ``generator`` writes (same draws as
-    :func:`parrotscope.demo.write_demo_shard`, without rendering the tar)."""
+    """Ground-truth CoTR of every text image of the pool ``generator`` writes (the samples of
+    :func:`parrotscope.demo.pool.shard_samples`, without writing the tars)."""
     from parrotscope.demo import cotr, demo_config
-    from parrotscope.demo.samples import make_sample
+    from parrotscope.demo.pool import shard_samples
 
     cfg = demo_config(generator)
-    rates = []
-    for shard in range(int(cfg["n_shards"])):
-        for i in range(int(cfg["samples_per_shard"])):
-            rng = np.random.default_rng([int(cfg["seed"]), shard, i])
-            if rng.random() < cfg["text_fraction"]:
-                sample = make_sample(rng, cfg, f"{shard:05d}{i:04d}", "bench", with_text=True)
-                rates.append(cotr(sample["txt"], sample["json"]["truth"]["words"]))
-    return np.asarray(rates)
+    return np.asarray([cotr(sample["txt"], sample["json"]["truth"]["words"])
+                       for shard in range(int(cfg["n_shards"])) for _, sample in shard_samples(cfg, shard)
+                       if sample["json"]["truth"]["has_text"]])
 
 
-def nested_row(name: str, values: np.ndarray, thresholds, below: str) -> dict:
-    """Images at or above each threshold, the share each row's pool leaves to the next, and the
-    images under the first threshold (``below``)."""
-    row = {"pool": name, "text images": len(values), below: int((values < thresholds[0]).sum())}
+def nested_counts(values: np.ndarray, thresholds, below: str) -> dict:
+    """Images under the first threshold (``below``), at or above each threshold, and the share of
+    each row's pool that the next row's pool holds."""
     counts = [int((values >= t - 1e-9).sum()) for t in thresholds]
-    for t, n in zip(thresholds, counts):
-        row[f">= {t:g}"] = n
-    for (t, n), m in zip(zip(thresholds, counts), counts[1:]):
-        row[f"share {t:g}"] = round(m / n, 2) if n else float("nan")
-    return row
+    return {below: int((values < thresholds[0]).sum()),
+            **{f">= {t:g}": n for t, n in zip(thresholds, counts)},
+            **{f"share {t:g}": round(m / n, 2) if n else float("nan")
+               for t, n, m in zip(thresholds, counts, counts[1:])}}
 
 
 def cotr_row(name: str, values: np.ndarray) -> dict:
-    row = nested_row(name, values, COTR_THRESHOLDS, "< 0.3")
-    return {"pool": name, "text images": row["text images"], "= 0": int((values == 0).sum()),
-            **{k: v for k, v in row.items() if k not in ("pool", "text images")}}
+    return {"pool": name, "text images": len(values), "= 0": int((values == 0).sum()),
+            **nested_counts(values, COTR_THRESHOLDS, "< 0.3")}
 
 
 def index_measures(index_dir: Path, scorer: str) -> pd.DataFrame:
@@ -109,7 +101,7 @@ def main(argv=None) -> None:
             values = index[f"{args.scorer}.{measure}"].dropna().to_numpy()
             for step in sorted({0.1, args.steps}):
                 thresholds = [round(k * step, 3) for k in range(4)]
-                row = nested_row(name, values, thresholds, "< 0")
+                row = nested_counts(values, thresholds, "< 0")
                 relative.append({"pool": name, "measure": measure.upper(), "text images": len(values),
                                  "< 0": row["< 0"], "thresholds": " / ".join(f"{t:g}" for t in thresholds),
                                  "images at or above": " / ".join(str(row[f">= {t:g}"]) for t in thresholds),

@@ -223,8 +223,8 @@ def copy_to_parquet(con, sql: str, path: str | os.PathLike) -> None:
 #
 # ``ORDER BY v LIMIT n OFFSET k`` with n or k a share of the dataset (the median, a top 30%, a
 # uniform half drawn by keyed rank) makes the engine keep or sort that share: N log N, and past the
-# memory limit a spilled sort. A rank is found instead in two scans: a count per bucket of v (the
-# buckets follow v's order) finds the bucket holding the rank, and only that bucket is sorted.
+# memory limit a spilled sort. A rank is found instead by scans: v's range, a count per bucket of v
+# (the buckets follow v's order) that locates the rank's bucket, then a sort of that bucket only.
 
 ORDER_BUCKETS = 1 << 16
 
@@ -239,29 +239,34 @@ def _bucket_sql(value: str, lo: float, hi: float) -> str:
     return f"least(floor(({value} - {lo!r}::DOUBLE) * {scale!r}::DOUBLE), {ORDER_BUCKETS - 1})::BIGINT"
 
 
-def _rank_bucket(con, relation: str, value: str, position: int) -> tuple[str, int, int]:
-    """(bucket expression, bucket, rows before it) for the bucket that holds row ``position``
-    (0-based) of ``relation`` in ``value`` order (``value`` never NULL there)."""
+def _bucket_counts(con, relation: str, value: str) -> tuple[str, list[tuple[int, int]]]:
+    """The bucket expression of ``value`` over ``relation`` and its (bucket, rows) counts in bucket
+    order: two scans (the value's range, then the counts)."""
     lo, hi = one_row(con, f"SELECT min({value})::DOUBLE, max({value})::DOUBLE FROM {relation}")
     expr = _bucket_sql(f"({value})::DOUBLE", lo, hi)
-    counts = con.execute(f"SELECT {expr} AS b, count(*) FROM {relation} GROUP BY b ORDER BY b").fetchall()
+    return expr, con.execute(f"SELECT {expr} AS b, count(*) FROM {relation} GROUP BY b ORDER BY b").fetchall()
+
+
+def _bucket_of(counts: list[tuple[int, int]], position: int) -> tuple[int, int]:
+    """(bucket, rows before it) of the bucket that holds row ``position`` (0-based) in value order."""
     before = 0
     for bucket, n in counts:
         if before + n > position:
-            return expr, int(bucket), before
+            return int(bucket), before
         before += n
-    raise QueryError(f"row {position} is past the {before} rows of {relation[:200]}")
+    raise QueryError(f"row {position} is past the {before} rows")
 
 
 def rows_in_order(con, relation: str, value: str, tiebreak: str, offset: int, n: int = 1,
                   columns: str = "*") -> list[tuple]:
     """Rows ``offset .. offset+n-1`` of ``relation`` in (``value``, ``tiebreak``) order, as
-    ``ORDER BY value, tiebreak LIMIT n OFFSET offset`` gives them, in linear time (a few scans and
+    ``ORDER BY value, tiebreak LIMIT n OFFSET offset`` gives them, in linear time (three scans and
     a sort of the buckets that hold them). ``relation``'s ``value`` is never NULL."""
     if n < 1:
         return []
-    expr, first, before = _rank_bucket(con, relation, value, offset)
-    _, last, _ = _rank_bucket(con, relation, value, offset + n - 1)
+    expr, counts = _bucket_counts(con, relation, value)
+    first, before = _bucket_of(counts, offset)
+    last, _ = _bucket_of(counts, offset + n - 1)
     return con.execute(f"SELECT {columns} FROM {relation} WHERE {expr} BETWEEN {first} AND {last} "
                        f"ORDER BY {value}, {tiebreak} LIMIT {int(n)} OFFSET {int(offset - before)}").fetchall()
 
@@ -271,11 +276,11 @@ def copy_first_in_order(con, relation: str, value: str, tiebreak: str, n: int, p
     """Write the first ``n`` rows of ``relation`` in (``value``, ``tiebreak``) order to parquet,
     the rows ``ORDER BY value, tiebreak LIMIT n`` picks (in no particular order), in linear time:
     every row of the buckets before the n-th row's bucket and the first rows of that bucket."""
-    (total,) = one_row(con, f"SELECT count(*) FROM {relation}")
-    if n >= total:
+    expr, counts = _bucket_counts(con, relation, value)
+    if n >= sum(rows for _, rows in counts):
         copy_to_parquet(con, f"SELECT {columns} FROM {relation}", path)
         return
-    expr, bucket, before = _rank_bucket(con, relation, value, n - 1)
+    bucket, before = _bucket_of(counts, n - 1)
     copy_to_parquet(con, f"SELECT {columns} FROM {relation} WHERE {expr} < {bucket} UNION ALL "
                          f"(SELECT {columns} FROM {relation} WHERE {expr} = {bucket} "
                          f"ORDER BY {value}, {tiebreak} LIMIT {int(n - before)})", path)

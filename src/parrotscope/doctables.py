@@ -81,19 +81,19 @@ def render_table(spec: TableSpec, root: Path) -> str:
 
 
 def regenerate(text: str, root: Path, skip_missing: bool = False) -> tuple[str, list[str]]:
-    """The document with every table block rebuilt from ``root``, and the sources it read. With
-    ``skip_missing`` a block whose result does not exist (a table outside the run's targets) is
-    left as it is."""
-    sources: list[str] = []
+    """The document with every table block rebuilt from ``root``. With ``skip_missing`` a block
+    whose result does not exist (a table outside the run's targets) is left as it is; those
+    results are returned beside the text."""
+    kept: list[str] = []
 
     def block(match: re.Match) -> str:
         spec = parse_spec(match.group("spec"))
         if skip_missing and not (root / spec.source).exists():
+            kept.append(spec.source)
             return match.group(0)
-        sources.append(spec.source)
         return f"<!-- table {match.group('spec')} -->\n{render_table(spec, root)}<!-- /table -->"
 
-    return TABLE.sub(block, text), sources
+    return TABLE.sub(block, text), kept
 
 
 def figures(text: str) -> list[tuple[str, str]]:
@@ -128,14 +128,12 @@ def write(root: Path, skip_missing: bool = False) -> list[str]:
     changed = []
     for doc in documents(root):
         text = doc.read_text()
-        new, _ = regenerate(text, root, skip_missing)
+        new, kept = regenerate(text, root, skip_missing)
         if new != text:
             with atomic_path(doc) as tmp:
                 Path(tmp).write_text(new)
             changed.append(str(doc.relative_to(root)))
-        for spec in (parse_spec(m.group("spec")) for m in TABLE.finditer(text)):
-            if skip_missing and not (root / spec.source).exists():
-                changed.append(f"kept, no result: {spec.source}")
+        changed += [f"kept, no result: {source}" for source in kept]
         for source, copy in figures(text):
             if skip_missing and not (root / source).exists():
                 changed.append(f"kept, no result: {source}")

@@ -700,9 +700,9 @@ def select_baseline(con, method: str, index_paths: Sequence[str], scorer: str, s
         if absent:
             raise FilterError(f"T-MARS: images with text have no masked score, e.g. {absent}")
     stat_columns = [c for c in types if c not in ("s_tmars", "s_flip")]
-    # The scored rows are written to scratch once: the sorts that rank them (median, top
-    # fraction) then read a file and spill on their own, instead of sorting the output of the
-    # join with the re-scores, which ran out of memory at 1e8 rows.
+    # The scored rows, with their keyed rank, are written to scratch once: the median, a top
+    # fraction's cut and the chosen rows each scan them several times (parrotscope.db's order
+    # statistics), which would otherwise redo the join with the re-scores and the rank's hashing.
     rank = register_keyed_rank(con, seed)
     copy_to_parquet(con, f"""SELECT *, CASE WHEN isfinite({RAW_SCORE}) THEN {RAW_SCORE} END AS {SCORE},
                                     {rank}({sql_name(KEY)}) AS {RANK}

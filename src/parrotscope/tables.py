@@ -382,7 +382,7 @@ def neighbour_shares(key_paths: Sequence[str]) -> list[float]:
             FROM {parquet_source([this])} a LEFT JOIN (SELECT DISTINCT __key__ FROM {parquet_source([after])}) b
             USING (__key__)""")
         shares.append(shared / n if n else math.nan)
-    return [*shares, math.nan][:len(key_paths)]
+    return [*shares, math.nan] if key_paths else []
 
 
 def run_curation_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
@@ -390,19 +390,17 @@ def run_curation_table(subsets: list[str], archs: list[str], eval_paths: list[st
                        n_seeds: int = 1) -> None:
     """Tables 3-6 (:func:`build_curation_table`) with the share of each row's samples that the next
     row's subset also holds, after the selection's own columns."""
-    table = build_curation_table(subsets, archs, [read_json(p) for p in eval_paths],
-                                 [read_json(p) for p in sync_paths], [read_json(p) for p in stats_paths], n_seeds)
+    table = _subset_table(build_curation_table, subsets, archs, eval_paths, sync_paths, stats_paths, n_seeds)
     table.insert(table.columns.get_loc("eligible") + 1, SHARED_COLUMN, neighbour_shares(key_paths))
     write_csv(table.round(decimals), out_csv)
 
 
-def _run_subset_table(build, subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
-                      stats_paths: list[str], out_csv: str, decimals: int, n_seeds: int) -> None:
+def _subset_table(build, subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
+                  stats_paths: list[str], n_seeds: int) -> pd.DataFrame:
     """A table of one row per subset, ``build(subsets, archs, evals, syncs, stats, n_seeds)`` from
-    the files (evaluations subset-major over ``archs``, then seeds), rounded to ``decimals``."""
-    table = build(subsets, archs, [read_json(p) for p in eval_paths], [read_json(p) for p in sync_paths],
-                  [read_json(p) for p in stats_paths], n_seeds)
-    write_csv(table.round(decimals), out_csv)
+    the files (evaluations subset-major over ``archs``, then seeds)."""
+    return build(subsets, archs, [read_json(p) for p in eval_paths], [read_json(p) for p in sync_paths],
+                 [read_json(p) for p in stats_paths], n_seeds)
 
 
 # Table 10 (paper Sec. 8): the simple fix (parrotscope.filters) against reference models; and the
@@ -485,5 +483,5 @@ def build_filters_table(subsets: list[str], archs: list[str], evals: list[dict],
 
 def run_filters_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
                       stats_paths: list[str], out_csv: str, decimals: int, n_seeds: int = 1) -> None:
-    _run_subset_table(build_filters_table, subsets, archs, eval_paths, sync_paths, stats_paths, out_csv, decimals,
-                      n_seeds)
+    table = _subset_table(build_filters_table, subsets, archs, eval_paths, sync_paths, stats_paths, n_seeds)
+    write_csv(table.round(decimals), out_csv)

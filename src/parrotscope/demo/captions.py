@@ -27,6 +27,10 @@ MIXED_TEMPLATES = (
     "{desc} {words}",
     "{words} banner and a {color} {shape}",
 )
+#: The caption kinds of a text image and the config keys of their probabilities, in the order
+#: they are drawn from one uniform: a kind appended here leaves the earlier kinds' draws as they were.
+CAPTION_KINDS = {"exact": "caption_exact_prob", "mixed": "caption_mixed_prob", "none": "caption_none_prob",
+                 "partial": "caption_partial_prob"}
 #: Uninformative web captions ({n} is a random number), as LAION has plenty of.
 GENERIC_TEMPLATES = (
     "untitled",
@@ -74,9 +78,7 @@ def text_caption(
     """(caption, caption_kind, parrot_words) for an image whose rendered words are ``words``."""
     # One uniform draw whatever the number of kinds: a config without partial captions draws
     # the same kinds (and so the same pool) as before they existed.
-    probs = [cfg["caption_exact_prob"], cfg["caption_mixed_prob"], cfg["caption_none_prob"],
-             cfg["caption_partial_prob"]]
-    kind = ("exact", "mixed", "none", "partial")[int(rng.choice(4, p=probs))]
+    kind = list(CAPTION_KINDS)[int(rng.choice(len(CAPTION_KINDS), p=[cfg[k] for k in CAPTION_KINDS.values()]))]
     if kind == "exact":
         return " ".join(words), kind, list(words)
     if kind == "partial":

@@ -46,7 +46,7 @@ import copy
 import numpy as np
 
 from .backgrounds import BACKGROUND_GRADIENT_PHRASES, PHOTO_CONTENT
-from .captions import GENERIC_TEMPLATES, MIXED_TEMPLATES, RETRIEVAL_TEMPLATE, VISUAL_TEMPLATES
+from .captions import CAPTION_KINDS, GENERIC_TEMPLATES, MIXED_TEMPLATES, RETRIEVAL_TEMPLATE, VISUAL_TEMPLATES
 from .concepts import COLOR_RGB, POSITION_WORDS, SHAPE_NAMES, SIZE_WORDS
 from .fonts import FONT_DIR
 
@@ -140,8 +140,6 @@ _PROBABILITY_KEYS = (
     "mixed_all_words_prob",
     "textfree_generic_prob",
 )
-#: The caption kinds of text images, in the order their probabilities are drawn from.
-CAPTION_KIND_KEYS = ("caption_exact_prob", "caption_mixed_prob", "caption_none_prob", "caption_partial_prob")
 _RANGE_KEYS = ("shape_size", "photo_saturation", "photo_contrast", "font_size")
 _POSITIVE_INT_KEYS = (
     "n_shards",
@@ -202,9 +200,9 @@ def _validate_numbers(cfg: dict) -> None:
         _fail(cfg, "rotation_deg", "must be between 0 and 45")
     if cfg["uppercase_prob"] + cfg["titlecase_prob"] > 1 + 1e-9:
         _fail(cfg, "titlecase_prob", "uppercase_prob + titlecase_prob must not exceed 1")
-    kinds = sum(cfg[k] for k in CAPTION_KIND_KEYS)
+    kinds = sum(cfg[k] for k in CAPTION_KINDS.values())
     if abs(kinds - 1.0) > 1e-6:
-        _fail(cfg, "caption_none_prob", f"{' + '.join(CAPTION_KIND_KEYS)} must be 1")
+        _fail(cfg, "caption_none_prob", f"{' + '.join(CAPTION_KINDS.values())} must be 1")
     if not _is_distribution(cfg["words_per_image_probs"]):
         _fail(cfg, "words_per_image_probs", "must be non-negative probabilities of 1, 2, ... words summing to 1")
     rows = cfg["partial_visual_words_probs"]
