@@ -278,7 +278,7 @@ def score_inputs(wildcards):
 
 def table_dataset(table):
     """The dataset a curation table selects from: `curate.table_datasets`, else the study dataset."""
-    return (config["curate"]["table_datasets"] or {}).get(table, config["study_dataset"])
+    return config["curate"]["table_datasets"].get(table, config["study_dataset"])
 
 
 def curated_models():

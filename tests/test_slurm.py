@@ -205,9 +205,7 @@ def test_failing_job_fails_the_run(slurm_env, tmp_path):
         ("a.jpg", good), ("a.txt", b"a red square"), ("b.jpg", good), ("b.txt", b"a blue circle"),
     ]))
     shard.write_bytes(shard.read_bytes()[:1500])  # cut inside a.jpg
-    cfg = tiny_config()
-    cfg["datasets"] = {"bad": {"shards": str(shard), "shards_per_part": 1}}
-    cfg["curate"].pop("table_datasets")  # the tiny config's Tables 4-6 pool is gone with its datasets
+    cfg = tiny_config({"bad": {"shards": str(shard), "shards_per_part": 1}})
     cfg["ingest"] = {"on_bad_shard": "fail"}  # the default, `record`, would keep the shard's whole samples
     write_config(tmp_path, cfg)
 

@@ -381,11 +381,9 @@ def test_str_config_mistakes_stop_the_plan(tmp_path):
 def test_demo_crops_on_real_data_fail_only_the_str_table(tmp_path):
     """A config for real shards keeps `demo` in str.benchmarks by default: every other table still
     plans, and asking for the STR table names the key to change."""
-    cfg = tiny_config()
     shard = tmp_path / "real-000.tar"
     shard.write_bytes(b"")
-    cfg["datasets"] = {"real": {"shards": str(shard), "shards_per_part": 1}}
-    cfg["curate"].pop("table_datasets")  # the tiny config's Tables 4-6 pool is gone with its datasets
+    cfg = tiny_config({"real": {"shards": str(shard), "shards_per_part": 1}})
     write_config(tmp_path, cfg)
     assert planned_jobs(tmp_path, "results/table1.csv")
     proc = snakemake(tmp_path, "-n", "results/table_str.csv", check=False)

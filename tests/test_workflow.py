@@ -255,11 +255,9 @@ def test_truncated_and_missing_shards_are_recorded_through_table1(tmp_path):
         at = tar.getmember("e.jpg").offset_data + 100
     cut.write_bytes(cut.read_bytes()[:at])  # inside e.jpg: c and d are whole, e is cut mid-way
     clean = write_tar(tmp_path / "clean-000.tar", sample("z"))
-    cfg = tiny_config()
     # shards_per_part 2: p00000 holds the good and the cut shard, p00001 only the missing one
-    cfg["datasets"] = {"broken": {"shards": str(tmp_path / "broken-{000..002}.tar"), "shards_per_part": 2},
-                       "clean": {"shards": clean, "shards_per_part": 1}}
-    cfg["curate"].pop("table_datasets")  # the tiny config's Tables 4-6 pool is gone with its datasets
+    cfg = tiny_config({"broken": {"shards": str(tmp_path / "broken-{000..002}.tar"), "shards_per_part": 2},
+                       "clean": {"shards": clean, "shards_per_part": 1}})
     write_config(tmp_path, cfg)
     snakemake(tmp_path, "-c", "2", "results/table1.csv")
 

@@ -19,8 +19,14 @@ def write_config(workdir: Path, config: dict) -> Path:
     return path
 
 
-def tiny_config() -> dict:
-    return yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
+def tiny_config(datasets: dict | None = None) -> dict:
+    """tests/configs/tiny.yaml; with ``datasets``, those instead of its own (and without its
+    `curate.table_datasets`, which name the tiny demo_mix that is then gone)."""
+    cfg = yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
+    if datasets is not None:
+        cfg["datasets"] = datasets
+        cfg["curate"].pop("table_datasets")
+    return cfg
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
