@@ -497,16 +497,24 @@ def str_benchmark_path(name):
 
 
 def str_sources():
-    """(source, arch) of every recogniser."""
+    """(source, arch, seed) of every recogniser: one per training seed (`train.seeds`), so the STR
+    table reports the mean and spread over seeds as the curation tables do."""
     archs = config["train"]["models"]
     pairs = [(s, a) for s in config["str"]["sources"] for a in archs]
     if config["str"]["scratch"]:
         pairs += [(STR_SCRATCH, a) for a in archs]
     pairs += [(name, spec["arch"]) for name, spec in config["str"]["pretrained"].items()]
-    return pairs
+    return [(s, a, seed) for s, a in pairs for seed in config["train"]["seeds"]]
 
 
-def str_source_spec(source, arch):
+def str_seed(seed):
+    """The fine-tuning (and scratch initialisation) seed of the recogniser of training seed ``seed``:
+    `str.seed` plus the seed's place in `train.seeds`, so the first seed's recogniser is the same
+    whatever the other seeds are."""
+    return config["str"]["seed"] + config["train"]["seeds"].index(int(seed))
+
+
+def str_source_spec(source, arch, seed):
     """The source CLIP as parrotscope.str_train.load_source_clip takes it."""
     pretrained = config["str"]["pretrained"]
     if source in pretrained:
@@ -514,13 +522,12 @@ def str_source_spec(source, arch):
     if source == STR_SCRATCH:
         return {"name": f"{STR_SCRATCH}/{arch}", "arch": train_arch(arch), "init": "random"}
     return {"name": f"{source}/{arch}", "arch": train_arch(arch),
-            # One STR model per source, fine-tuned from the first training seed's CLIP.
-            "checkpoint": f"{model_dir(config['study_dataset'], source, arch, config['train']['seeds'][0])}/checkpoint.pt"}
+            "checkpoint": f"{model_dir(config['study_dataset'], source, arch, seed)}/checkpoint.pt"}
 
 
 def str_source_inputs(wildcards):
     """A source CLIP this workflow trains: its checkpoint, so it is built first."""
-    ckpt = str_source_spec(wildcards.source, wildcards.arch).get("checkpoint") or ""
+    ckpt = str_source_spec(wildcards.source, wildcards.arch, wildcards.seed).get("checkpoint") or ""
     return [ckpt] if ckpt.startswith("results/") else []
 
 
@@ -546,6 +553,7 @@ def str_excluded_words():
 
 
 def str_table_entries():
-    return [{"source": s, "arch": a, "benchmark": b,
-             "eval": f"results/str/eval/{s}/{a}/{b}.json", "probe": f"results/str/probe/{s}/{a}/{b}.json"}
-            for s, a in str_sources() for b in str_benchmarks()]
+    return [{"source": s, "arch": a, "seed": seed, "benchmark": b,
+             "eval": f"results/str/eval/{s}/{a}/seed{seed}/{b}.json",
+             "probe": f"results/str/probe/{s}/{a}/seed{seed}/{b}.json"}
+            for s, a, seed in str_sources() for b in str_benchmarks()]

@@ -42,23 +42,24 @@ rule str_train:
         train="results/str/data/train.lmdb",
         source=str_source_inputs,
     output:
-        model="results/str/models/{source}/{arch}/model.pt",
-        json="results/str/models/{source}/{arch}/train.json",
+        model="results/str/models/{source}/{arch}/seed{seed}/model.pt",
+        json="results/str/models/{source}/{arch}/seed{seed}/train.json",
     params:
-        spec=lambda w: str_source_spec(w.source, w.arch),
+        spec=lambda w: str_source_spec(w.source, w.arch, w.seed),
         model=str_model_config(),
         hparams=config["str"]["hparams"],
-        seed=config["str"]["seed"],
+        seed=lambda w: str_seed(w.seed),
         device=config["str"]["device"],
         code=code_version("str_train"),
     wildcard_constraints:
         source=STR_SOURCE,
         arch=r"[^/]+",
+        seed=r"\d+",
     threads: config["str"]["threads"]
     log:
-        "logs/str_train/{source}/{arch}.log",
+        "logs/str_train/{source}/{arch}/seed{seed}.log",
     benchmark:
-        "benchmarks/str_train/{source}/{arch}.tsv"
+        "benchmarks/str_train/{source}/{arch}/seed{seed}.tsv"
     resources:
         mem_mb=6000,
     conda:
@@ -69,25 +70,26 @@ rule str_train:
 
 rule str_eval:
     input:
-        model="results/str/models/{source}/{arch}/model.pt",
+        model="results/str/models/{source}/{arch}/seed{seed}/model.pt",
         bench=lambda w: str_benchmark_path(w.bench),
         source=str_source_inputs,
     output:
-        json="results/str/eval/{source}/{arch}/{bench}.json",
-        table="results/str/eval/{source}/{arch}/{bench}.parquet",
+        json="results/str/eval/{source}/{arch}/seed{seed}/{bench}.json",
+        table="results/str/eval/{source}/{arch}/seed{seed}/{bench}.parquet",
     params:
-        spec=lambda w: str_source_spec(w.source, w.arch),
+        spec=lambda w: str_source_spec(w.source, w.arch, w.seed),
         batch_size=config["str"]["eval_batch_size"],
         device=config["str"]["device"],
         code=code_version("str_train"),
     wildcard_constraints:
         source=STR_SOURCE,
         arch=r"[^/]+",
+        seed=r"\d+",
     threads: config["str"]["threads"]
     log:
-        "logs/str_eval/{source}/{arch}/{bench}.log",
+        "logs/str_eval/{source}/{arch}/seed{seed}/{bench}.log",
     benchmark:
-        "benchmarks/str_eval/{source}/{arch}/{bench}.tsv"
+        "benchmarks/str_eval/{source}/{arch}/seed{seed}/{bench}.tsv"
     resources:
         mem_mb=4000,
     conda:
@@ -102,24 +104,25 @@ rule str_probe:
         bench=lambda w: str_benchmark_path(w.bench),
         source=str_source_inputs,
     output:
-        json="results/str/probe/{source}/{arch}/{bench}.json",
-        table="results/str/probe/{source}/{arch}/{bench}.parquet",
+        json="results/str/probe/{source}/{arch}/seed{seed}/{bench}.json",
+        table="results/str/probe/{source}/{arch}/seed{seed}/{bench}.parquet",
     params:
-        spec=lambda w: str_source_spec(w.source, w.arch),
+        spec=lambda w: str_source_spec(w.source, w.arch, w.seed),
         template=config["str"]["probe_template"],
         batch_size=config["str"]["eval_batch_size"],
         max_length=config["str"]["max_label_length"],
-        seed=config["str"]["seed"],
+        seed=lambda w: str_seed(w.seed),
         device=config["str"]["device"],
         code=code_version("str_train"),
     wildcard_constraints:
         source=STR_SOURCE,
         arch=r"[^/]+",
+        seed=r"\d+",
     threads: config["str"]["threads"]
     log:
-        "logs/str_probe/{source}/{arch}/{bench}.log",
+        "logs/str_probe/{source}/{arch}/seed{seed}/{bench}.log",
     benchmark:
-        "benchmarks/str_probe/{source}/{arch}/{bench}.tsv"
+        "benchmarks/str_probe/{source}/{arch}/seed{seed}/{bench}.tsv"
     resources:
         mem_mb=4000,
     conda:
@@ -137,7 +140,7 @@ rule str_table:
     params:
         entries=lambda w: str_table_entries(),
         decimals=config["tables"]["decimals"],
-        code=code_version("str_train"),
+        code=code_version("tables"),
     log:
         "logs/str_table/table_str.log",
     benchmark:

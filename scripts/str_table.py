@@ -1,7 +1,7 @@
 """Snakemake script: results/table_str.csv from every recogniser's and probe's metrics."""
 
 from parrotscope.smk import log_to_file
-from parrotscope.str_train import run_str_table
+from parrotscope.tables import run_str_table
 
 with log_to_file(snakemake):
     p = snakemake.params

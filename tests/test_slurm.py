@@ -88,11 +88,14 @@ def slurm_jobs(env: dict, ids: list[str]) -> dict[str, tuple[str, str]]:
     return {i: (state, name) for i, state, name in (line.split("|") for line in out.split())}
 
 
-def demo_size() -> tuple[int, int]:
-    """Shards and parts of the tiny config's demo dataset."""
-    demo = tiny_config()["datasets"]["demo"]
-    n_shards = demo["generator"]["n_shards"]
-    return n_shards, math.ceil(n_shards / demo.get("shards_per_part", 10))  # schema default
+def generated_sizes() -> dict[str, tuple[int, int]]:
+    """Shards and parts of each dataset the tiny config generates (demo, and demo_mix for Tables
+    4-6); Table 1 has a column pair for each."""
+    sizes = {}
+    for name, dataset in tiny_config()["datasets"].items():
+        n_shards = dataset["generator"]["n_shards"]
+        sizes[name] = n_shards, math.ceil(n_shards / dataset.get("shards_per_part", 10))  # schema default
+    return sizes
 
 
 def tail(proc: subprocess.CompletedProcess) -> str:
@@ -139,12 +142,15 @@ def test_profile_runs_the_dag_through_slurm(slurm_env, tiny_on_slurm):
     log = proc.stdout + proc.stderr
     submitted = SUBMITTED.findall(log)
     rules = [rule_of(path) for _, path in submitted]
-    n_shards, n_parts = demo_size()
+    sizes = generated_sizes()
     # The per-part rules ingest -> spot -> match ran as grouped Slurm jobs (group `part`), several
-    # parts per job (the profile's group-components); one job per demo shard.
+    # parts per job (the profile's group-components: Snakemake chunks the group's connected components,
+    # one per part of any dataset); one job per generated shard.
+    n_parts = sum(n for _, n in sizes.values())
     n_groups = math.ceil(n_parts / PROFILE["group-components"]["part"])
     groups = [r for r in rules if r.startswith("group_part")]  # group_part_<its rules>
-    assert len(groups) == n_groups and rules.count("demo_shard") == n_shards, rules
+    assert len(groups) == n_groups, rules
+    assert rules.count("demo_shard") == sum(n_shards for n_shards, _ in sizes.values()), rules
     # Table 3's chain went through Slurm too: one training, evaluation and sync evaluation per row.
     rows = len(pd.read_csv(work / "results" / "table3.csv"))
     for rule in ("train", "evaluate", "evaluate_sync"):
@@ -187,7 +193,7 @@ def test_outputs_and_counts(tiny_on_slurm):
     table = pd.read_csv(work / "results" / "table1.csv", index_col=0)
     assert {"demo (spotted)", "demo (ground truth)"} <= set(table.columns)
     generator = tiny_config()["datasets"]["demo"]["generator"]
-    n_shards, n_parts = demo_size()
+    n_shards, n_parts = generated_sizes()["demo"]
     for col in ("demo (spotted)", "demo (ground truth)"):
         t = table[col]
         assert t["Samples in"] == t["Samples processed"] + t["Samples skipped"]

@@ -19,7 +19,8 @@ from parrotscope.str_model import (
     CLIP4STR, PermutedDecoder, STRConfig, Tokenizer, UnsupportedCLIP, attention_masks, cloze_mask,
     image_tokens, left_to_right_mask, permutations, text_tokens)
 from parrotscope.str_train import (
-    build_str_table, evaluate_str, letterbox, param_groups, probe_str, train_str, warmup_cosine)
+    evaluate_str, letterbox, param_groups, probe_str, train_str, warmup_cosine)
+from parrotscope.tables import build_str_table
 from parrotscope.train import build_model
 from workflow import planned_jobs, snakemake, tiny_config, write_config
 
@@ -355,6 +356,18 @@ def test_str_table_by_hand():
     assert math.isnan(table.loc[1, "demo visual"])
 
 
+def test_str_table_over_seeds_is_mean_and_std():
+    def entry(seed, vis, probe):
+        return {"source": "random", "arch": "tiny-rn", "benchmark": "synth", "seed": seed,
+                "eval": {"acc_visual": vis, "acc_refined": vis, "processed": 10}, "probe": {"acc_probe": probe}}
+
+    table = build_str_table([entry(0, 0.2, 0.1), entry(1, 0.4, 0.1), entry(2, 0.6, 0.4)])
+    row = table.iloc[0]
+    assert row["synth visual"] == pytest.approx(0.4) and row["synth visual seed std"] == pytest.approx(0.2)
+    assert row["synth zero-shot"] == pytest.approx(0.2) and row["synth zero-shot seed std"] == pytest.approx(0.1732, abs=1e-4)
+    assert row["synth n"] == 10 and row["seeds"] == 3 and "synth n seed std" not in table.columns
+
+
 # ----------------------------------------------------------------------------------------------
 # The workflow
 
@@ -370,6 +383,15 @@ def test_default_str_plan_fine_tunes_table3s_clips(tmp_path):
     jobs = planned_jobs(tmp_path, "results/table_str.csv")
     assert jobs["train"] == 3 and jobs["str_train"] == 4          # random, no_text, text_only + scratch
     assert jobs["str_eval"] == jobs["str_probe"] == 8 and jobs["str_data"] == 3
+
+
+def test_str_plan_has_a_recogniser_per_training_seed(tmp_path):
+    cfg = tiny_config()
+    cfg["train"]["seeds"] = [0, 7]
+    write_config(tmp_path, cfg)
+    jobs = planned_jobs(tmp_path, "results/table_str.csv")
+    assert jobs["train"] == 6 and jobs["str_train"] == 8          # 3 subsets x 2 seeds; 4 sources x 2 seeds
+    assert jobs["str_eval"] == jobs["str_probe"] == 16
 
 
 def test_str_config_mistakes_stop_the_plan(tmp_path):
@@ -400,8 +422,8 @@ def test_table_str_on_the_tiny_config(tmp_path):
     str_results = tmp_path / "results" / "str"
     for bench in ("synth", "demo"):
         # Each cell is the measure its evaluation wrote (rounded to the table's 4 decimals).
-        m = json.loads((str_results / "eval" / "pool" / "tiny-rn" / f"{bench}.json").read_text())
-        probe = json.loads((str_results / "probe" / "pool" / "tiny-rn" / f"{bench}.json").read_text())
+        m = json.loads((str_results / "eval" / "pool" / "tiny-rn" / "seed0" / f"{bench}.json").read_text())
+        probe = json.loads((str_results / "probe" / "pool" / "tiny-rn" / "seed0" / f"{bench}.json").read_text())
         assert m["samples_in"] == m["processed"] + m["skipped"] > 0
         row = table.loc["pool"]
         assert row[f"{bench} n"] == m["processed"]

@@ -1,4 +1,5 @@
-"""Stage ``str``: fine-tune each source CLIP as a CLIP4STR recogniser, score it, probe it, tabulate.
+"""Stage ``str``: fine-tune each source CLIP as a CLIP4STR recogniser, score it, probe it (its table:
+:func:`parrotscope.tables.build_str_table`).
 
 Sources
     A source spec names the CLIP a recogniser starts from, as :func:`parrotscope.score.load_scorer`
@@ -43,7 +44,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .devices import resolve_device, set_torch_threads
-from .io import KEY, atomic_path, read_json, write_csv, write_json, write_parquet
+from .io import KEY, atomic_path, write_json, write_parquet
 from .str_data import CHARSET_36, LmdbWords, benchmark_label, is_correct, sample_key, skip_reason, usable_indices
 from .str_model import CLIP4STR, STRConfig, image_normalisation, to_tensor_batch
 
@@ -354,29 +355,3 @@ def probe_str(spec: dict, bench_lmdb: str, out_json: str, out_parquet: str, benc
     write_json(metrics, out_json)
     return metrics
 
-
-# ----------------------------------------------------------------------------------------------
-# The table
-
-
-def build_str_table(entries: list[dict]) -> pd.DataFrame:
-    """One row per source CLIP (source, arch); per benchmark the word accuracy of the visual branch
-    alone, after predict-and-refine, and of the zero-shot probe. ``entries``: dicts with
-    ``source``, ``arch``, ``benchmark``, ``eval`` (metrics dict) and ``probe`` (metrics dict)."""
-    rows: dict[tuple[str, str], dict] = {}
-    for e in entries:
-        row = rows.setdefault((e["source"], e["arch"]), {"source": e["source"], "arch": e["arch"]})
-        b = e["benchmark"]
-        row[f"{b} visual"] = e["eval"]["acc_visual"]
-        row[f"{b} refined"] = e["eval"]["acc_refined"]
-        row[f"{b} zero-shot"] = e["probe"]["acc_probe"]
-        row[f"{b} n"] = e["eval"]["processed"]
-    return pd.DataFrame(list(rows.values()))
-
-
-def run_str_table(entries: list[dict], out_csv: str, decimals: int = 4) -> pd.DataFrame:
-    """:func:`build_str_table` from metric files: entries carry ``eval`` and ``probe`` as paths."""
-    loaded = [{**e, "eval": read_json(e["eval"]), "probe": read_json(e["probe"])} for e in entries]
-    table = build_str_table(loaded).round(decimals)
-    write_csv(table, out_csv, index=False)
-    return table

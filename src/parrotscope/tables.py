@@ -485,3 +485,41 @@ def run_filters_table(subsets: list[str], archs: list[str], eval_paths: list[str
                       stats_paths: list[str], out_csv: str, decimals: int, n_seeds: int = 1) -> None:
     table = _subset_table(build_filters_table, subsets, archs, eval_paths, sync_paths, stats_paths, n_seeds)
     write_csv(table.round(decimals), out_csv)
+
+
+# --- the CLIP4STR transfer table (stage `str`) ---
+
+
+STR_MEASURES = ("visual", "refined", "zero-shot")
+
+
+def build_str_table(entries: list[dict]) -> pd.DataFrame:
+    """One row per source CLIP (source, arch); per benchmark the word accuracy of the visual branch
+    alone, after predict-and-refine, and of the zero-shot probe. ``entries``: dicts with
+    ``source``, ``arch``, ``benchmark``, ``eval`` (metrics dict), ``probe`` (metrics dict) and
+    ``seed`` (the source CLIP's training seed; optional). With several seeds each accuracy is the
+    mean over seeds with a ``seed std`` column beside it, as in the curation tables."""
+    seeds = list(dict.fromkeys(e.get("seed", 0) for e in entries))
+    tables = [_str_table_of_seed([e for e in entries if e.get("seed", 0) == seed]) for seed in seeds]
+    measured = [c for c in tables[0].columns if c.rsplit(" ", 1)[-1] in STR_MEASURES]
+    return over_seeds(tables, measured)
+
+
+def _str_table_of_seed(entries: list[dict]) -> pd.DataFrame:
+    rows: dict[tuple[str, str], dict] = {}
+    for e in entries:
+        row = rows.setdefault((e["source"], e["arch"]), {"source": e["source"], "arch": e["arch"]})
+        b = e["benchmark"]
+        row[f"{b} visual"] = e["eval"]["acc_visual"]
+        row[f"{b} refined"] = e["eval"]["acc_refined"]
+        row[f"{b} zero-shot"] = e["probe"]["acc_probe"]
+        row[f"{b} n"] = e["eval"]["processed"]
+    return pd.DataFrame(list(rows.values()))
+
+
+def run_str_table(entries: list[dict], out_csv: str, decimals: int = 4) -> pd.DataFrame:
+    """:func:`build_str_table` from metric files: entries carry ``eval`` and ``probe`` as paths."""
+    loaded = [{**e, "eval": read_json(e["eval"]), "probe": read_json(e["probe"])} for e in entries]
+    table = build_str_table(loaded).round(decimals)
+    write_csv(table, out_csv, index=False)
+    return table
