@@ -2,23 +2,23 @@
 
 Run on demand (not a test):
 
-    .venv/bin/python bench/bench_score.py                      # tiny-rn, tiny-vit, ViT-B-32; 1 and 2 threads
-    .venv/bin/python bench/bench_score.py --archs tiny-rn --threads 1 --no-write   # quick look
+    .venv/bin/python bench/bench_score.py                      # tiny-rn, tiny-vit, ViT-B-32; 0-2 workers
+    .venv/bin/python bench/bench_score.py --archs tiny-rn --workers 0 1 --no-write   # quick look
 
 What it measures, in one process, per architecture (random weights: speed does not depend on them,
-and no pretrained weights are reachable offline), batch by batch over identical inputs:
+and no pretrained weights are reachable offline), over identical inputs:
 
-* *forward*: ``encode_image`` + ``encode_text`` + normalise + dot on tensors that were preprocessed
-  and tokenised beforehand: the model alone, an upper bound;
-* *open_clip usage*: the loop a user would write with OpenCLIP's API: ``preprocess(PIL image)``
-  per image, ``tokenizer(captions)``, then the forward;
-* *stage*: :func:`parrotscope.score.score_table` over ``(key, RGB uint8 array, caption)`` items,
-  progress bar off (array-to-PIL conversion, batching and the table included).
+* *forward*: ``encode_image`` + ``encode_text`` + normalise + dot on tensors that were decoded,
+  preprocessed and tokenised beforehand: the model alone, an upper bound;
+* *stage, w workers*: :func:`parrotscope.score.score_table` on a
+  :class:`parrotscope.feed.ShardPairs` of the shards: tar reading, JPEG decoding, the eval
+  transform and tokenising in ``w`` DataLoader workers (0: in the main process), the forward in
+  the main process, progress bar off: what the score stage does per part.
 
-Images: the demo shards (``results/demo/shards/*.tar``, 128 px JPEGs with their captions) when a demo
-run made them, otherwise random-noise 128x128 images with short captions. The markdown table is
-printed and, unless ``--no-write``, written under ``## score`` in docs/BENCHMARKS.md (other
-sections of that file are kept).
+The forward runs on ``--threads`` torch threads; each worker on one. Images: the first ``--n``
+samples of the demo shards (``results/demo/shards/*.tar``, 128 px JPEGs), or random-noise 128 px
+JPEGs written to a temporary shard when no demo run made them. The markdown table is printed and,
+unless ``--no-write``, written under ``## score`` in docs/BENCHMARKS.md (other sections are kept).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import datetime
 import glob
 import io
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from parrotscope.feed import ShardPairs, to_pil
 from parrotscope.score import Scorer, score_table
-from parrotscope.shards import iter_shard
+from parrotscope.shards import decode_image, iter_encoded, iter_part
 from parrotscope.train import build_model
 
 from benchdoc import add_common_arguments, publish
@@ -52,28 +54,39 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTION = "score"
 
 
-def load_demo_pairs(pattern: str, n: int) -> list[tuple[str, np.ndarray, str]]:
-    """The first ``n`` (key, RGB array, caption) of the demo shards."""
-    out = []
-    for url in sorted(glob.glob(pattern)):
-        for sample in iter_shard(url):
-            if "jpg" in sample.files and "txt" in sample.files:
-                image = np.asarray(Image.open(io.BytesIO(sample.files["jpg"])).convert("RGB"))
-                out.append((sample.key, image, sample.files["txt"].decode("utf-8")))
-                if len(out) == n:
-                    return out
-    return out
+def demo_pairs(shards: list[str], n: int) -> ShardPairs:
+    """The first ``n`` JPEG samples (with a caption) of the shards, as the stage reads them."""
+    captions: dict[str, str] = {}
+    for sample in iter_part(shards):
+        if "jpg" in sample.files and "txt" in sample.files and sample.key not in captions:
+            captions[sample.key] = sample.files["txt"].decode("utf-8")
+            if len(captions) == n:
+                break
+    return ShardPairs(tuple(shards), captions, 10**8)
 
 
-def noise_pairs(n: int, seed: int = 0) -> list[tuple[str, np.ndarray, str]]:
+def noise_shard(path: Path, n: int, seed: int = 0) -> ShardPairs:
+    """``n`` random-noise 128 px JPEGs with 3-word captions in one shard at ``path``."""
+    import webdataset as wds
+
     rng = np.random.default_rng(seed)
     words = "sale parrot coffee hello world summer organic fresh love home".split()
-    return [(f"{i:06d}", rng.integers(0, 256, (128, 128, 3), dtype=np.uint8),
-             " ".join(rng.choice(words, 3))) for i in range(n)]
+    captions = {}
+    with wds.TarWriter(str(path)) as w:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(buf, format="JPEG")
+            captions[f"{i:06d}"] = " ".join(rng.choice(words, 3))
+            w.write({"__key__": f"{i:06d}", "jpg": buf.getvalue(), "txt": captions[f"{i:06d}"]})
+    return ShardPairs((str(path),), captions, 10**8)
 
 
-def batches(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def prepared_batches(pairs: ShardPairs, preprocess, tokenizer, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The forward's inputs, made beforehand: decoded, preprocessed and tokenised batches."""
+    items = [(preprocess(to_pil(decode_image(k, shard, data, pairs.max_pixels))), pairs.captions[k])
+             for k, shard, data in iter_encoded(pairs.shards, set(pairs.captions))]
+    chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    return [(torch.stack([p for p, _ in c]), tokenizer([cap for _, cap in c])) for c in chunks]
 
 
 def run_forward(scorer: Scorer, prepared: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -86,44 +99,32 @@ def run_forward(scorer: Scorer, prepared: list[tuple[torch.Tensor, torch.Tensor]
     return time.perf_counter() - start
 
 
-def run_open_clip_usage(scorer: Scorer, pil_batches: list[tuple[list[Image.Image], list[str]]]) -> float:
+def run_stage(scorer: Scorer, pairs: ShardPairs, batch_size: int, workers: int) -> float:
     start = time.perf_counter()
-    with torch.inference_mode():
-        for images, captions in pil_batches:
-            pixels = torch.stack([scorer.preprocess(im) for im in images])
-            img = F.normalize(scorer.model.encode_image(pixels), dim=-1)
-            txt = F.normalize(scorer.model.encode_text(scorer.tokenizer(captions)), dim=-1)
-            (img * txt).sum(-1).numpy()
+    score_table(scorer, pairs, batch_size=batch_size, workers=workers, progress=False)
     return time.perf_counter() - start
 
 
-def run_stage(scorer: Scorer, items: list[tuple[str, np.ndarray, str]], batch_size: int) -> float:
-    start = time.perf_counter()
-    score_table(scorer, iter(items), batch_size=batch_size, progress=False)
-    return time.perf_counter() - start
-
-
-def bench_arch(arch: str, items: list, batch_size: int, repeats: int) -> dict:
-    """Best-of-``repeats`` images/s of the three ways, interleaved so drifting load hits all alike."""
+def bench_arch(arch: str, pairs: ShardPairs, batch_size: int, workers: list[int], repeats: int) -> dict:
+    """Best-of-``repeats`` images/s of the forward and of the stage at each worker count,
+    interleaved so drifting load hits all alike."""
     torch.manual_seed(0)
     model, preprocess, tokenizer = build_model(arch, device="cpu")
-    scorer = Scorer(arch, model, preprocess, tokenizer, "cpu")
-    chunks = batches(items, batch_size)
-    pil_batches = [([Image.fromarray(im) for _, im, _ in c], [cap for _, _, cap in c]) for c in chunks]
-    prepared = [(torch.stack([preprocess(im) for im in ims]), tokenizer(caps)) for ims, caps in pil_batches]
-    run_stage(scorer, items[:batch_size], batch_size)  # warm-up: first-call allocations
-    best = {"forward": np.inf, "open_clip": np.inf, "stage": np.inf}
+    scorer = Scorer(arch, model.eval(), preprocess, tokenizer, "cpu")
+    prepared = prepared_batches(pairs, preprocess, tokenizer, batch_size)
+    run_forward(scorer, prepared[:1])  # warm-up: first-call allocations
+    best = {"forward": np.inf, **{w: np.inf for w in workers}}
     for _ in range(repeats):
         best["forward"] = min(best["forward"], run_forward(scorer, prepared))
-        best["open_clip"] = min(best["open_clip"], run_open_clip_usage(scorer, pil_batches))
-        best["stage"] = min(best["stage"], run_stage(scorer, items, batch_size))
-    rates = {k: len(items) / v for k, v in best.items()}
+        for w in workers:
+            best[w] = min(best[w], run_stage(scorer, pairs, batch_size, w))
+    n = len(pairs.captions)
     image_size = model.visual.image_size
-    return {"arch": arch, "n": len(items), "image_size": image_size[0] if isinstance(image_size, tuple) else image_size,
-            **rates}
+    return {"arch": arch, "n": n, "image_size": image_size[0] if isinstance(image_size, tuple) else image_size,
+            "rates": {k: n / v for k, v in best.items()}}
 
 
-def markdown(rows: list[dict], source: str, batch_size: int, load: float) -> str:
+def markdown(rows: list[dict], source: str, batch_size: int, workers: list[int], load: float) -> str:
     lines = [
         f"## {SECTION}",
         "",
@@ -134,19 +135,22 @@ def markdown(rows: list[dict], source: str, batch_size: int, load: float) -> str
         f"run started (other processes slow every variant alike, the ratio holds better than the rates). "
         f"Images: {source}, resized by each model's eval transform.",
         "",
-        "*forward*: `encode_image` + `encode_text` + normalise + dot on tensors preprocessed and tokenised "
-        "beforehand (the model alone); *open_clip usage*: `preprocess(PIL)` per image, `tokenizer`, forward; "
-        "*stage*: `score_table` on `(key, RGB array, caption)` items.",
+        "*forward*: `encode_image` + `encode_text` + normalise + dot on tensors decoded, preprocessed and "
+        "tokenised beforehand (the model alone, on *threads* torch threads); *stage, w workers*: "
+        "`score_table` on the shards' `ShardPairs`, reading, decoding, preprocessing and tokenising in w "
+        "DataLoader workers (0: in the main process), the forward in the main process.",
         "",
-        "| arch | input px | images | threads | forward img/s | open_clip usage img/s | stage img/s "
-        "| stage / forward | stage / open_clip usage |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arch | input px | images | threads | forward img/s | "
+        + " | ".join(f"stage, {w} workers img/s" for w in workers) + " | "
+        + " | ".join(f"stage / forward, {w} workers" for w in workers) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * (2 * len(workers)),
     ]
     for r in rows:
+        rates = r["rates"]
         lines.append(
-            f"| {r['arch']} | {r['image_size']} | {r['n']} | {r['threads']} | {rate(r['forward'])} | "
-            f"{rate(r['open_clip'])} | {rate(r['stage'])} | {r['stage'] / r['forward']:.2f} | "
-            f"{r['stage'] / r['open_clip']:.2f} |")
+            f"| {r['arch']} | {r['image_size']} | {r['n']} | {r['threads']} | {rate(rates['forward'])} | "
+            + " | ".join(rate(rates[w]) for w in workers) + " | "
+            + " | ".join(f"{rates[w] / rates['forward']:.2f}" for w in workers) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -157,29 +161,33 @@ def rate(value: float) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", default=["tiny-rn", "tiny-vit", "ViT-B-32"])
-    parser.add_argument("--n", type=int, default=256, help="images for the tiny archs (default 256)")
+    parser.add_argument("--n", type=int, default=512, help="images for the tiny archs (default 512)")
     parser.add_argument("--n-large", type=int, default=64, help="images for 224 px archs (default 64)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     add_common_arguments(parser, ROOT)
     args = parser.parse_args(argv)
 
     load = os.getloadavg()[0]
-    items = load_demo_pairs(args.shards, max(args.n, args.n_large)) if glob.glob(args.shards) else []
+    n_max = max(args.n, args.n_large)
+    shards = sorted(glob.glob(args.shards))
+    pairs = demo_pairs(shards, n_max) if shards else None
     source = "demo-shard 128 px JPEGs with their captions"
-    if len(items) < max(args.n, args.n_large):
-        items = noise_pairs(max(args.n, args.n_large))
-        source = "random-noise 128x128 images with 3-word captions"
-    rows = []
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        for arch in args.archs:
-            n = args.n if arch.startswith("tiny") else args.n_large
-            row = {**bench_arch(arch, items[:n], args.batch_size, args.repeats), "threads": threads}
-            print({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
-            rows.append(row)
-    section = markdown(rows, source, args.batch_size, load)
-    publish(f"## {SECTION}", section, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        if pairs is None or len(pairs.captions) < n_max:
+            pairs = noise_shard(Path(tmp) / "noise-000.tar", n_max)
+            source = "random-noise 128 px JPEGs with 3-word captions"
+        rows = []
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for arch in args.archs:
+                n = args.n if arch.startswith("tiny") else args.n_large
+                subset = ShardPairs(pairs.shards, dict(list(pairs.captions.items())[:n]), pairs.max_pixels)
+                row = {**bench_arch(arch, subset, args.batch_size, args.workers, args.repeats), "threads": threads}
+                print(row, flush=True)
+                rows.append(row)
+    publish(f"## {SECTION}", markdown(rows, source, args.batch_size, args.workers, load), args)
 
 
 if __name__ == "__main__":

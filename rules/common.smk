@@ -159,6 +159,14 @@ def library_deps(module, seen=None):
 
 
 @cache
+def score_workers(wildcards, threads):
+    """DataLoader workers of a scoring job (score, embed, filter_rescore): `score.workers`, or one per
+    job thread beyond the first. A resource, not a param: the scores do not depend on it, so tuning
+    it reruns nothing."""
+    workers = config["score"]["workers"]
+    return max(int(threads) - 1, 0) if workers is None else int(workers)
+
+
 def code_version(*modules):
     """Hash of the library modules a rule runs, with everything they import from the library.
     Passed as a param, so editing a stage's code reruns that stage (Snakemake does not track

@@ -15,6 +15,7 @@ rule embed:
         spec=lambda w: scorer_spec(w.scorer),
         batch_size=config["score"]["batch_size"],
         device=config["score"]["device"],
+        precision=config["score"]["precision"],
         max_pixels=config["ingest"]["max_pixels"],
         code=code_version("embed"),
     wildcard_constraints:
@@ -26,6 +27,7 @@ rule embed:
         "benchmarks/embed/{dataset}/{scorer}/{part}.tsv"
     resources:
         mem_mb=6000,
+        workers=score_workers,
     conda:
         "../envs/torch.yaml"
     script:

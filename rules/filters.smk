@@ -55,6 +55,7 @@ rule filter_rescore:
         spec=lambda w: scorer_spec(w.scorer),
         batch_size=config["score"]["batch_size"],
         device=config["score"]["device"],
+        precision=config["score"]["precision"],
         max_pixels=config["ingest"]["max_pixels"],
         # T-MARS's masking settings only reach T-MARS jobs: editing them leaves flip-CLIP alone.
         tmars=lambda w: FILTERS["tmars"] if w.variant == "tmars" else None,
@@ -66,6 +67,7 @@ rule filter_rescore:
         "benchmarks/filters/{dataset}/{variant}/{scorer}/{part}.tsv"
     resources:
         mem_mb=6000,
+        workers=score_workers,
     conda:
         "../envs/torch.yaml"
     script:

@@ -13,6 +13,7 @@ rule score:
         method=config["inpaint"]["method"],
         batch_size=config["score"]["batch_size"],
         device=config["score"]["device"],
+        precision=config["score"]["precision"],
         max_pixels=config["ingest"]["max_pixels"],
         code=code_version("score", "inpaint"),
     threads: config["score"]["threads"]
@@ -22,6 +23,7 @@ rule score:
         "benchmarks/score/{dataset}/{scorer}/{part}.tsv"
     resources:
         mem_mb=6000,
+        workers=score_workers,
     conda:
         "../envs/torch.yaml"
     script:

@@ -92,6 +92,7 @@ rule synth_eval:
         template=config["synth"]["template"],
         freq_bins=config["synth"]["freq_bins"],
         device=config["synth"]["device"],
+        precision=config["score"]["precision"],
         code=code_version("synth", "match", "score", "train"),
     wildcard_constraints:
         source="caption|coemb",
@@ -104,6 +105,7 @@ rule synth_eval:
         "benchmarks/synth/{dataset}/eval_{model}_{source}_{n}gram.tsv"
     resources:
         mem_mb=6000,
+        workers=score_workers,
     conda:
         "../envs/torch.yaml"
     script:

@@ -83,7 +83,7 @@ def test_run_embed_writes_table_and_counts(part, tmp_path, monkeypatch):
     write_parquet(samples, samples_path)
     torch.manual_seed(0)
     monkeypatch.setattr("parrotscope.score.load_scorer",
-                        lambda spec, device: Scorer("ref", *build_model("tiny-rn", device="cpu"), "cpu"))
+                        lambda spec, device, precision: Scorer("ref", *build_model("tiny-rn", device="cpu"), "cpu"))
     embed_module.run_embed(str(samples_path), shards, {"name": "ref"}, str(tmp_path / "e.parquet"),
                            str(tmp_path / "e.counts.json"), batch_size=2, device="cpu", max_pixels=10**7)
     counts = read_json(tmp_path / "e.counts.json")

@@ -18,7 +18,7 @@ from parrotscope.db import Engine
 from parrotscope.embed import write_embeddings
 from parrotscope.filters import (
     SHARE_COLUMNS, VARIANT_OF, FilterError, FixSettings, check_filters, dedup_within_clusters, flip_horizontal,
-    greedy_keep_first, mean_fill, rescore_part, run_baseline, run_fix, variant_images)
+    greedy_keep_first, mean_fill, rescore_part, run_baseline, run_fix, variant_pairs)
 from parrotscope.io import KEY, read_json, write_parquet
 from parrotscope.score import Scorer, clip_scores
 from parrotscope.train import build_model
@@ -176,19 +176,19 @@ def part(tmp_path):
     return {"images": {"t": word, "n": plain}, "shards": [shard], "samples": samples, "spot": spot, "match": match}
 
 
-def test_variant_images_mask_text_images_and_flip_usable_ones(part):
-    keys, stream = variant_images("tmars", part["samples"], part["spot"], part["match"], part["shards"],
-                                  10**8, dilate_px=0, ring_px=2)
-    got = dict(stream)
-    assert keys == ["t"] and list(got) == ["t"]
+def test_variant_pairs_mask_text_images_and_flip_usable_ones(part):
+    def decoded(pairs):
+        return {key: pairs.decode(key, payload) for key, payload, _ in pairs}
+
+    got = decoded(variant_pairs("tmars", part["samples"], part["spot"], part["match"], part["shards"],
+                                10**8, dilate_px=0, ring_px=2))
+    assert list(got) == ["t"]
     np.testing.assert_array_equal(got["t"], 90)  # the word is gone, filled with the grey around it
-    keys, stream = variant_images("flip", part["samples"], part["spot"], part["match"], part["shards"],
-                                  10**8, 0, 2)
-    got = dict(stream)
-    assert keys == ["n", "t"] and set(got) == {"n", "t"}
+    got = decoded(variant_pairs("flip", part["samples"], part["spot"], part["match"], part["shards"], 10**8, 0, 2))
+    assert set(got) == {"n", "t"}
     np.testing.assert_array_equal(got["n"], part["images"]["n"][:, ::-1])
     with pytest.raises(FilterError, match="variant"):
-        variant_images("blur", part["samples"], part["spot"], part["match"], part["shards"], 10**8, 0, 2)
+        variant_pairs("blur", part["samples"], part["spot"], part["match"], part["shards"], 10**8, 0, 2)
 
 
 def test_rescore_part_scores_the_transformed_images(part):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from parrotscope.feed import ArrayPairs
 from parrotscope.io import KEY
 from parrotscope.score import (
     OfflineWeightsError, Scorer, clip_scores, load_scorer, relative_scores, score_table)
@@ -56,11 +57,11 @@ def test_batch_size_does_not_change_scores(scorer, images):
 
 
 def test_score_table_streams_in_order(scorer, images):
-    items = ((f"k{i:02d}", im, cap) for i, (im, cap) in enumerate(zip(images, CAPTIONS)))
+    items = ArrayPairs(tuple((f"k{i:02d}", im, cap) for i, (im, cap) in enumerate(zip(images, CAPTIONS))))
     table = score_table(scorer, items, batch_size=3, progress=False)
     assert list(table.columns) == [KEY, "s"] and table[KEY].tolist() == [f"k{i:02d}" for i in range(10)]
     np.testing.assert_allclose(table["s"], clip_scores(scorer, images, CAPTIONS), atol=1e-5)
-    empty = score_table(scorer, iter([]), progress=False)
+    empty = score_table(scorer, ArrayPairs(()), progress=False)
     assert len(empty) == 0 and list(empty.columns) == [KEY, "s"]
 
 

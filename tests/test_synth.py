@@ -340,6 +340,12 @@ def test_benchmark_directory(tmp_path):
 # Measures
 
 
+def test_benchmark_images_decoded_in_workers_give_the_same_frame(tiny_scorer, bench):
+    _, here = sync_metrics(tiny_scorer, bench, batch_size=3, progress=False)
+    _, fed = sync_metrics(tiny_scorer, bench, batch_size=3, progress=False, workers=2)
+    pd.testing.assert_frame_equal(here, fed, check_exact=True)
+
+
 def test_metrics_equal_a_hand_computation(tiny_scorer, bench):
     metrics, frame = sync_metrics(tiny_scorer, bench, batch_size=3, progress=False)
     model, preprocess, tokenizer = tiny_scorer.model, tiny_scorer.preprocess, tiny_scorer.tokenizer

@@ -26,19 +26,19 @@ from .vectors import (EMBEDDING_COLUMNS, embedding_rows, embedding_schema,  # no
 
 
 def embed_part(scorer, samples: pd.DataFrame, shards: list[str], batch_size: int,
-               max_pixels: int, progress: bool = True) -> tuple[list[str], np.ndarray, np.ndarray]:
+               max_pixels: int, progress: bool = True, workers: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Embeddings of every usable sample of a part (ingest status ``ok``), in shard order, by a
-    :class:`parrotscope.score.Scorer`."""
-    from .score import embed_batches, with_captions
-    from .shards import iter_images
+    :class:`parrotscope.score.Scorer`; ``workers`` DataLoader processes decode and preprocess."""
+    from .feed import ShardPairs
+    from .score import embed_batches
 
     ok = samples[samples["status"] == "ok"]
     captions = dict(zip(ok[KEY], ok["caption"]))
     keys: list[str] = []
     images: list[np.ndarray] = []
     texts: list[np.ndarray] = []
-    pairs = with_captions(iter_images(shards, set(captions), max_pixels), captions)
-    for batch_keys, img, txt in embed_batches(scorer, pairs, batch_size, total=len(captions), progress=progress):
+    pairs = ShardPairs(tuple(shards), captions, max_pixels)
+    for batch_keys, img, txt in embed_batches(scorer, pairs, batch_size, workers, progress=progress):
         keys.extend(batch_keys)
         images.append(img.cpu().numpy())
         texts.append(txt.cpu().numpy())
@@ -69,15 +69,18 @@ def embed_counts(samples: pd.DataFrame, n_embedded: int) -> dict:
 
 
 def run_embed(samples_path: str, shards: list[str], spec: dict, out_path: str, counts_path: str,
-              batch_size: int, device: str, max_pixels: int, threads: int = 1) -> None:
+              batch_size: int, device: str, max_pixels: int, threads: int = 1, workers: int | None = None,
+              precision: str = "auto") -> None:
     """Embed one part with one scorer; write its table and counts."""
     from .devices import set_torch_threads
+    from .feed import resolve_workers
     from .score import load_scorer
 
     set_torch_threads(threads)
-    scorer = load_scorer(spec, device)
+    scorer = load_scorer(spec, device, precision)
     samples = read_parquet(samples_path)
-    keys, image_emb, text_emb = embed_part(scorer, samples, shards, batch_size, max_pixels)
+    keys, image_emb, text_emb = embed_part(scorer, samples, shards, batch_size, max_pixels,
+                                           workers=resolve_workers(workers, threads))
     write_embeddings(keys, image_emb, text_emb, out_path)
     write_json({**embed_counts(samples, len(keys)), "scorer": scorer.name, "dim": int(image_emb.shape[1])},
                counts_path)

@@ -61,7 +61,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -78,6 +78,9 @@ from .filter_names import BASELINES, FIX, FilterError, subset_name
 from .inpaint import dilation_kernel, rasterise, text_rows, word_polygons
 from .io import KEY, read_json, read_parquet, write_json, write_parquet
 from .shards import OK, ShardError
+
+if TYPE_CHECKING:
+    from .feed import ShardPairs
 
 log = logging.getLogger(__name__)
 
@@ -139,50 +142,58 @@ def _checked_size(key: str, image: np.ndarray, height: int, width: int) -> None:
                          f"{width}x{height}; the shards changed since spotting")
 
 
-def variant_images(variant: str, samples: pd.DataFrame, spot: pd.DataFrame, match: pd.DataFrame,
-                   shards: list[str], max_pixels: int, dilate_px: int, ring_px: int
-                   ) -> tuple[list[str], Iterator[tuple[str, np.ndarray]]]:
-    """The keys a variant re-scores and a stream of their transformed images, in shard order.
+def flipped(key: str, image: np.ndarray) -> np.ndarray:
+    """:func:`flip_horizontal` as a :class:`parrotscope.feed.ShardPairs` transform."""
+    return flip_horizontal(image)
 
-    ``tmars``: the part's images with spotted text (both stages ok), text mean-filled.
-    ``flip``: every usable (ingest-ok) image, mirrored.
-    """
-    from .shards import iter_images
 
+@dataclass(frozen=True)
+class TextMeanFilled:
+    """T-MARS's transform of a text image: its spotted words mean-filled (:func:`mean_fill`);
+    ``plans``: key -> (word polygons, height, width) from the spot table."""
+
+    plans: dict
+    dilate_px: int
+    ring_px: int
+
+    def __call__(self, key: str, image: np.ndarray) -> np.ndarray:
+        polys, h, w = self.plans[key]
+        _checked_size(key, image, h, w)
+        return mean_fill(image, polys, self.dilate_px, self.ring_px)
+
+
+def variant_pairs(variant: str, samples: pd.DataFrame, spot: pd.DataFrame, match: pd.DataFrame,
+                  shards: list[str], max_pixels: int, dilate_px: int, ring_px: int) -> ShardPairs:
+    """The pairs a variant re-scores, as a pair source (:mod:`parrotscope.feed`) whose transform
+    makes the variant's image: ``tmars``, the part's images with spotted text (both stages ok),
+    text mean-filled; ``flip``, every usable (ingest-ok) image, mirrored."""
+    from .feed import ShardPairs  # torch: only the stages that run a CLIP import it
+
+    captions = dict(zip(samples[KEY], samples["caption"]))
     if variant == "tmars":
         rows = text_rows(spot, match)
         ok = set(samples.loc[samples["status"] == OK, KEY])
         rows = rows[rows[KEY].isin(ok)]
         plans = {r[KEY]: (word_polygons(r), int(r["height"]), int(r["width"])) for r in rows.to_dict("records")}
-
-        def masked() -> Iterator[tuple[str, np.ndarray]]:
-            for key, image in iter_images(shards, set(plans), max_pixels):
-                polys, h, w = plans[key]
-                _checked_size(key, image, h, w)
-                yield key, mean_fill(image, polys, dilate_px, ring_px)
-
-        return sorted(plans), masked()
+        return ShardPairs(tuple(shards), {k: captions[k] for k in sorted(plans)}, max_pixels,
+                          TextMeanFilled(plans, dilate_px, ring_px))
     if variant == "flip":
         keys = sorted(samples.loc[samples["status"] == OK, KEY])
-        return keys, ((k, flip_horizontal(im)) for k, im in iter_images(shards, set(keys), max_pixels))
+        return ShardPairs(tuple(shards), {k: captions[k] for k in keys}, max_pixels, flipped)
     raise FilterError(f"unknown rescore variant {variant!r}; variants: {list(VARIANTS)}")
 
 
 def rescore_part(scorer, variant: str, samples: pd.DataFrame, spot: pd.DataFrame, match: pd.DataFrame,
                  shards: list[str], batch_size: int, max_pixels: int, dilate_px: int = 2,
-                 ring_px: int = 3) -> pd.DataFrame:
+                 ring_px: int = 3, workers: int = 0) -> pd.DataFrame:
     """One row per sample of the part: ``__key__``, ``status`` (the sample's), ``s_<variant>``
     (the CLIP score of the transformed image against its caption; empty where the variant does
-    not apply: skipped samples, and text-free images for ``tmars``)."""
+    not apply: skipped samples, and text-free images for ``tmars``). ``workers``: DataLoader
+    processes that decode and transform (the scores do not depend on their number)."""
     from .score import score_table
 
-    keys, images = variant_images(variant, samples, spot, match, shards, max_pixels, dilate_px, ring_px)
-    captions = dict(zip(samples[KEY], samples["caption"]))
-    scored = score_table(scorer, ((k, im, captions[k]) for k, im in images), batch_size, total=len(keys))
-    if len(scored) != len(keys):
-        missing = sorted(set(keys) - set(scored[KEY]))
-        raise ShardError(f"{len(missing)} images to re-score were not found in the part's shards, "
-                         f"e.g. {missing[:3]}; the spot table and the shards disagree")
+    pairs = variant_pairs(variant, samples, spot, match, shards, max_pixels, dilate_px, ring_px)
+    scored = score_table(scorer, pairs, batch_size, workers)
     column = f"s_{variant}"
     out = samples[[KEY, "status"]].merge(scored.rename(columns={"s": column}), on=KEY, how="left",
                                          validate="one_to_one")
@@ -191,16 +202,19 @@ def rescore_part(scorer, variant: str, samples: pd.DataFrame, spot: pd.DataFrame
 
 def run_rescore(variant: str, samples_path: str, spot_path: str, match_path: str, shards: list[str],
                 spec: dict, out_path: str, batch_size: int, device: str, max_pixels: int,
-                dilate_px: int = 2, ring_px: int = 3, threads: int = 1) -> dict:
+                dilate_px: int = 2, ring_px: int = 3, threads: int = 1, workers: int | None = None,
+                precision: str = "auto") -> dict:
     """Re-score one part's transformed images with one scorer; write the table; return counts.
     ``dilate_px`` and ``ring_px`` are T-MARS's masking settings (see :func:`mean_fill`)."""
     from .devices import set_torch_threads
+    from .feed import resolve_workers
     from .score import load_scorer
 
     set_torch_threads(threads)
-    scorer = load_scorer(spec, device)
+    scorer = load_scorer(spec, device, precision)
     table = rescore_part(scorer, variant, read_parquet(samples_path), read_parquet(spot_path),
-                         read_parquet(match_path), shards, batch_size, max_pixels, dilate_px, ring_px)
+                         read_parquet(match_path), shards, batch_size, max_pixels, dilate_px, ring_px,
+                         resolve_workers(workers, threads))
     write_parquet(table, out_path)
     scored = table[f"s_{variant}"].notna()
     ok = table["status"] == OK

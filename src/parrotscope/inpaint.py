@@ -654,9 +654,10 @@ def inpaint_counts(n_samples: int, plans: Mapping[str, MaskPlan], n_inpainted: i
     return counts
 
 
-def read_inpainted(tar_path: str, include_skipped: bool = False
-                   ) -> Iterator[tuple[str, np.ndarray | None, np.ndarray | None, dict[str, Any]]]:
-    """Yield ``(key, image RGB uint8, mask uint8, meta)`` from a tar written by :func:`run_inpaint`.
+def iter_inpainted_encoded(tar_path: str, include_skipped: bool = False
+                           ) -> Iterator[tuple[str, bytes | None, bytes | None, dict[str, Any]]]:
+    """Yield ``(key, image PNG bytes, mask PNG bytes, meta)`` from a tar written by
+    :func:`run_inpaint`, undecoded (:func:`decode_inpainted` decodes, in this process or a worker).
 
     Skipped images (meta ``status`` other than ``inpainted``) come only with ``include_skipped``,
     with image and mask None.
@@ -677,10 +678,23 @@ def read_inpainted(tar_path: str, include_skipped: bool = False
             continue
         if "png" not in sample.files or "mask.png" not in sample.files:
             raise ShardError(f"{tar_path}: key {sample.key} lacks its png or mask.png member")
-        try:
-            image = decode_png(sample.files["png"], rgb=True)
-            mask = decode_png(sample.files["mask.png"], rgb=False)
-        except ValueError as exc:  # PNG's CRCs catch garbled bytes; name the file that has them
-            raise ShardError(f"{tar_path}: key {sample.key}: {exc}; delete the file and rerun to "
-                             f"rebuild it") from exc
-        yield sample.key, image, mask, meta
+        yield sample.key, sample.files["png"], sample.files["mask.png"], meta
+
+
+def decode_inpainted(tar_path: str, key: str, data: bytes, rgb: bool) -> np.ndarray:
+    """One PNG member of an inpainted tar: RGB (the image) or greyscale (the mask)."""
+    try:
+        return decode_png(data, rgb=rgb)
+    except ValueError as exc:  # PNG's CRCs catch garbled bytes; name the file that has them
+        raise ShardError(f"{tar_path}: key {key}: {exc}; delete the file and rerun to rebuild it") from exc
+
+
+def read_inpainted(tar_path: str, include_skipped: bool = False
+                   ) -> Iterator[tuple[str, np.ndarray | None, np.ndarray | None, dict[str, Any]]]:
+    """Yield ``(key, image RGB uint8, mask uint8, meta)`` from a tar written by :func:`run_inpaint`
+    (:func:`iter_inpainted_encoded`, decoded)."""
+    for key, png, mask, meta in iter_inpainted_encoded(tar_path, include_skipped):
+        if png is None:
+            yield key, None, None, meta
+        else:
+            yield key, decode_inpainted(tar_path, key, png, True), decode_inpainted(tar_path, key, mask, False), meta

@@ -28,17 +28,17 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
-from .io import KEY, batched
 from .devices import resolve_device, set_torch_threads
+from .feed import ArrayPairs, InpaintedPairs, ShardPairs, autocast, pair_loader, resolve_precision, resolve_workers
+from .io import KEY
 from .train import build_model, read_state_dict, resolve_arch
 
 # Weights file names OpenCLIP looks for in a hub repo whose entry names no file.
@@ -59,6 +59,7 @@ class Scorer:
     tokenizer: Callable
     device: str
     spec: dict = field(default_factory=dict)
+    precision: str = "fp32"  # the forward's autocast: fp32, bf16 or fp16 (parrotscope.feed.autocast)
 
 
 def cached_hub_file(hf_hub: str) -> str | None:
@@ -103,11 +104,13 @@ def resolve_pretrained(spec: dict) -> tuple[str, dict]:
     return path, tag_cfg
 
 
-def load_scorer(spec: dict, device: str = "auto") -> Scorer:
-    """Build the scorer described by ``spec`` (see the module docstring)."""
+def load_scorer(spec: dict, device: str = "auto", precision: str = "auto") -> Scorer:
+    """Build the scorer described by ``spec`` (see the module docstring); ``precision``: the
+    forward's autocast (``auto``: bf16 on CUDA, fp32 on CPU)."""
     import open_clip
 
     device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     name = spec.get("name", "scorer")
     pretrained, checkpoint = spec.get("pretrained"), spec.get("checkpoint")
     if (pretrained is None) == (checkpoint is None):
@@ -137,23 +140,17 @@ def load_scorer(spec: dict, device: str = "auto") -> Scorer:
     else:
         model.load_state_dict(read_state_dict(checkpoint), strict=True)
     return Scorer(name=name, model=model.to(device).eval(), preprocess=preprocess,
-                  tokenizer=tokenizer, device=device, spec=dict(spec))
+                  tokenizer=tokenizer, device=device, spec=dict(spec), precision=precision)
 
 
-def _to_pil(image: np.ndarray) -> Image.Image:
-    if image.ndim == 2:
-        return Image.fromarray(image).convert("RGB")
-    return Image.fromarray(image[..., :3])
-
-
-def embed_pairs(scorer: Scorer, images: list[np.ndarray], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised image and caption embeddings of one batch."""
-    pixels = torch.stack([scorer.preprocess(_to_pil(im)) for im in images]).to(scorer.device)
-    tokens = scorer.tokenizer(list(captions)).to(scorer.device)
-    with torch.inference_mode():
-        img = F.normalize(scorer.model.encode_image(pixels).float(), dim=-1)
-        txt = F.normalize(scorer.model.encode_text(tokens).float(), dim=-1)
-    return img, txt
+def encode_pairs(scorer: Scorer, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised float32 image and caption embeddings of one preprocessed, tokenised batch."""
+    pixels = pixels.to(scorer.device, non_blocking=True)
+    tokens = tokens.to(scorer.device, non_blocking=True)
+    with torch.inference_mode(), autocast(scorer.device, scorer.precision):
+        img = scorer.model.encode_image(pixels)
+        txt = scorer.model.encode_text(tokens)
+    return F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1)
 
 
 def clip_scores(scorer: Scorer, images: list[np.ndarray], captions: list[str], batch_size: int = 256) -> np.ndarray:
@@ -163,39 +160,38 @@ def clip_scores(scorer: Scorer, images: list[np.ndarray], captions: list[str], b
     """
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    out = np.empty(len(images), dtype=np.float32)
-    for start in range(0, len(images), batch_size):
-        img, txt = embed_pairs(scorer, images[start:start + batch_size], captions[start:start + batch_size])
-        out[start:start + len(img)] = (img * txt).sum(-1).cpu().numpy()
-    return out
+    items = ArrayPairs(tuple((str(i), im, cap) for i, (im, cap) in enumerate(zip(images, captions))))
+    return score_table(scorer, items, batch_size, progress=False)["s"].to_numpy()
 
 
-def embed_batches(scorer: Scorer, items: Iterable[tuple[str, np.ndarray, str]], batch_size: int = 256,
-                  total: int | None = None, progress: bool = True, desc: str | None = None
+def embed_batches(scorer: Scorer, source, batch_size: int = 256, workers: int = 0, total: int | None = None,
+                  progress: bool = True, desc: str | None = None
                   ) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor]]:
-    """Embed a stream of ``(key, image, caption)``: per batch ``(keys, image_emb, text_emb)``,
-    L2-normalised (see :func:`embed_pairs`).
+    """Embed a pair source (:mod:`parrotscope.feed`): per batch ``(keys, image_emb, text_emb)``,
+    L2-normalised, decoded and preprocessed by ``workers`` DataLoader processes (0: this one).
 
-    Holds one batch of images at a time; progress goes to stderr. Shared by scoring and the
-    ``embed`` stage, so both see exactly the same embeddings.
+    Batches are cut from the source's order whatever the worker count, so the embeddings are the
+    same for any ``workers``. Progress goes to stderr. Shared by scoring and the ``embed`` stage,
+    so both see exactly the same embeddings.
     """
+    total = total if total is not None else (len(source) if hasattr(source, "__len__") else None)
     bar = tqdm(total=total, unit="pair", file=sys.stderr, disable=not progress, desc=desc or f"embed {scorer.name}")
-    for batch in batched(items, batch_size):
-        img, txt = embed_pairs(scorer, [b[1] for b in batch], [b[2] for b in batch])
-        yield [b[0] for b in batch], img, txt
-        bar.update(len(batch))
+    for keys, pixels, tokens in pair_loader(source, scorer.preprocess, scorer.tokenizer, batch_size, workers,
+                                            scorer.device):
+        img, txt = encode_pairs(scorer, pixels, tokens)
+        yield keys, img, txt
+        bar.update(len(keys))
     bar.close()
 
 
-def score_table(scorer: Scorer, items: Iterable[tuple[str, np.ndarray, str]], batch_size: int = 256,
-                total: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """Score a stream of ``(key, image, caption)`` in batches: a DataFrame ``(__key__, s)``.
-
-    Holds one batch of images at a time; progress goes to stderr.
-    """
+def score_table(scorer: Scorer, source, batch_size: int = 256, workers: int = 0, total: int | None = None,
+                progress: bool = True) -> pd.DataFrame:
+    """Score a pair source in batches (:func:`embed_batches`): a DataFrame ``(__key__, s)`` in the
+    source's order. Holds a few batches of images at a time."""
     keys: list[str] = []
     scores: list[np.ndarray] = []
-    for batch_keys, img, txt in embed_batches(scorer, items, batch_size, total, progress, f"score {scorer.name}"):
+    for batch_keys, img, txt in embed_batches(scorer, source, batch_size, workers, total, progress,
+                                              f"score {scorer.name}"):
         scores.append((img * txt).sum(-1).cpu().numpy())
         keys.extend(batch_keys)
     s = np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
@@ -225,42 +221,32 @@ def relative_scores(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def with_captions(pairs: Iterable[tuple[str, np.ndarray]], captions: dict[str, str]
-                   ) -> Iterator[tuple[str, np.ndarray, str]]:
-    for key, image in pairs:
-        yield key, image, captions[key]
-
-
 def score_part(scorer: Scorer, samples: pd.DataFrame, shards: list[str], inpainted: dict[str, str],
-               batch_size: int, max_pixels: int) -> pd.DataFrame:
+               batch_size: int, max_pixels: int, workers: int = 0) -> pd.DataFrame:
     """S(raw) for every usable sample of a part and S after each removal (``s_<mask kind>``) for
     the images that removal exists for; relative scores added. One row per sample of the part,
-    skipped samples keeping their ingest status with empty scores."""
-    from .inpaint import read_inpainted
-    from .shards import iter_images
-
+    skipped samples keeping their ingest status with empty scores. ``workers``: DataLoader
+    processes that decode and preprocess (the scores do not depend on their number)."""
     ok = samples[samples["status"] == "ok"]
     captions = dict(zip(ok[KEY], ok["caption"]))
-    raw = score_table(scorer, with_captions(iter_images(shards, set(captions), max_pixels), captions),
-                      batch_size, total=len(captions))
+    raw = score_table(scorer, ShardPairs(tuple(shards), captions, max_pixels), batch_size, workers)
     out = samples[[KEY, "status"]].merge(raw.rename(columns={"s": "s_raw"}), on=KEY, how="left",
                                          validate="one_to_one")
     for kind, tar in sorted(inpainted.items()):
-        pairs = ((key, image) for key, image, _, _ in read_inpainted(tar))
-        removed = score_table(scorer, with_captions(pairs, captions), batch_size)
-        unknown = set(removed[KEY]) - set(captions)
-        if unknown:
-            raise ValueError(f"{tar}: keys not among the part's usable samples, e.g. {sorted(unknown)[:3]}")
+        removed = score_table(scorer, InpaintedPairs(tar, captions), batch_size, workers)
         out = out.merge(removed.rename(columns={"s": f"s_{kind}"}), on=KEY, how="left", validate="one_to_one")
     return relative_scores(out)
 
 
 def run_score(samples_path: str, shards: list[str], inpainted: dict[str, str], spec: dict, out_path: str,
-              batch_size: int, device: str, max_pixels: int, threads: int = 1) -> None:
-    """Score one part with one scorer (see :func:`score_part`) and write its table."""
+              batch_size: int, device: str, max_pixels: int, threads: int = 1, workers: int | None = None,
+              precision: str = "auto") -> None:
+    """Score one part with one scorer (see :func:`score_part`) and write its table; ``workers``
+    None: one per job thread beyond the first (:func:`parrotscope.feed.resolve_workers`)."""
     from .io import read_parquet, write_parquet
 
     set_torch_threads(threads)
-    scorer = load_scorer(spec, device)
-    table = score_part(scorer, read_parquet(samples_path), shards, inpainted, batch_size, max_pixels)
+    scorer = load_scorer(spec, device, precision)
+    table = score_part(scorer, read_parquet(samples_path), shards, inpainted, batch_size, max_pixels,
+                       resolve_workers(workers, threads))
     write_parquet(table, out_path)

@@ -591,8 +591,9 @@ def iter_checked(shards: Iterable[str], max_pixels: int, on_bad_shard: str = REC
         yield check_sample(sample, max_pixels)
 
 
-def iter_images(shards: Iterable[str], keys: set[str], max_pixels: int) -> Iterator[tuple[str, np.ndarray]]:
-    """Decoded RGB images of the given keys (first occurrence of each), in shard order.
+def iter_encoded(shards: Iterable[str], keys: set[str]) -> Iterator[tuple[str, str, bytes]]:
+    """``(key, shard, encoded image bytes)`` of the given keys (first occurrence of each), in shard
+    order, undecoded: what :func:`decode_image` turns into pixels, in this process or a worker.
 
     Damaged shards are read in ``record`` mode, so a stage sees the whole samples ingest saw. A
     key that is not found (its shard was cut or changed after ingest) raises :class:`ShardError`
@@ -604,13 +605,24 @@ def iter_images(shards: Iterable[str], keys: set[str], max_pixels: int) -> Itera
         if sample.key not in keys or sample.key in done or sample.cut:
             continue
         done.add(sample.key)
-        _, data = _image_member(sample.files)
-        status, error, img = open_image(data, max_pixels)
-        if img is None:
-            raise ShardError(f"shard {sample.shard}: key {sample.key} decoded at ingest but not now ({error})")
-        yield sample.key, to_rgb(img)
+        yield sample.key, sample.shard, _image_member(sample.files)[1]
     missing = set(keys) - done
     if missing:
         raise ShardError(f"{len(missing)} sample(s) ok at ingest not found in the shards {shards[:3]}"
                          f"{'...' if len(shards) > 3 else ''}, e.g. {sorted(missing)[:3]}: the shards "
                          f"changed since ingest; rerun ingest for this part")
+
+
+def decode_image(key: str, shard: str, data: bytes, max_pixels: int) -> np.ndarray:
+    """RGB uint8 pixels of an image that decoded at ingest; :class:`ShardError` if it no longer does."""
+    _, error, img = open_image(data, max_pixels)
+    if img is None:
+        raise ShardError(f"shard {shard}: key {key} decoded at ingest but not now ({error})")
+    return to_rgb(img)
+
+
+def iter_images(shards: Iterable[str], keys: set[str], max_pixels: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Decoded RGB images of the given keys (first occurrence of each), in shard order
+    (:func:`iter_encoded`, then :func:`decode_image`)."""
+    for key, shard, data in iter_encoded(shards, keys):
+        yield key, decode_image(key, shard, data, max_pixels)

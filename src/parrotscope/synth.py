@@ -73,7 +73,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from .db import Engine, KeyPartitions, connect, copy_to_parquet, hash_partitions, parquet_source
-from .io import KEY, atomic_dir, atomic_path, batched, read_json, read_parquet, write_json, write_parquet
+from .io import KEY, atomic_dir, atomic_path, read_json, read_parquet, write_json, write_parquet
 from .match import Normalisation, normalise_word
 
 # torch is imported where models run: the vocabulary, rendering and figure jobs do without it.
@@ -425,38 +425,37 @@ def read_benchmark(bench_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     return read_parquet(bench_dir / MANIFEST), read_json(bench_dir / INFO)
 
 
-def iter_shard_images(tar_path: str | os.PathLike) -> Iterator[tuple[int, Image.Image]]:
-    """``(gram_id, RGB image)`` of every PNG member of one style's tar, in file order."""
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith(".png"):
-                data = tar.extractfile(member).read()
-                image = Image.open(io.BytesIO(data))
-                image.load()
-                yield int(member.name.split(".", 1)[0]), image.convert("RGB")
-
-
 def embed_texts(scorer, texts: Sequence[str], batch_size: int) -> torch.Tensor:
     """L2-normalised text embeddings (rows in ``texts`` order), float32 on the scorer's device."""
     import torch
     import torch.nn.functional as F
 
+    from .feed import autocast
+
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             tokens = scorer.tokenizer(list(texts[start:start + batch_size])).to(scorer.device)
-            chunks.append(F.normalize(scorer.model.encode_text(tokens).float(), dim=-1))
+            with autocast(scorer.device, scorer.precision):
+                text = scorer.model.encode_text(tokens)
+            chunks.append(F.normalize(text.float(), dim=-1))
     return torch.cat(chunks)
 
 
-def embed_images(scorer, images: Sequence[Image.Image]) -> torch.Tensor:
-    """L2-normalised image embeddings of one batch, float32 on the scorer's device."""
+def embed_image_batches(scorer, tar_path: str | os.PathLike, batch_size: int, workers: int = 0
+                        ) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """``(gram ids, L2-normalised image embeddings)`` of one style's tar, batch by batch in file
+    order, decoded and preprocessed by ``workers`` DataLoader processes (:mod:`parrotscope.feed`)."""
     import torch
     import torch.nn.functional as F
 
-    pixels = torch.stack([scorer.preprocess(im) for im in images]).to(scorer.device)
-    with torch.inference_mode():
-        return F.normalize(scorer.model.encode_image(pixels).float(), dim=-1)
+    from .feed import PngImages, autocast, pair_loader
+
+    for keys, pixels, _ in pair_loader(PngImages(str(tar_path)), scorer.preprocess, None, batch_size, workers,
+                                       scorer.device):
+        with torch.inference_mode(), autocast(scorer.device, scorer.precision):
+            img = scorer.model.encode_image(pixels.to(scorer.device, non_blocking=True))
+        yield [int(k) for k in keys], F.normalize(img.float(), dim=-1)
 
 
 def similarity_measures(image_emb: torch.Tensor, text_emb: torch.Tensor, gram_ids: torch.Tensor) -> dict:
@@ -477,7 +476,7 @@ def similarity_measures(image_emb: torch.Tensor, text_emb: torch.Tensor, gram_id
 
 
 def score_benchmark(scorer, bench_dir: str | os.PathLike, batch_size: int = 64, template: str = "{}",
-                    progress: bool = True) -> pd.DataFrame:
+                    progress: bool = True, workers: int = 0) -> pd.DataFrame:
     """The manifest with ``own``, ``other``, ``gap``, ``rank`` and ``correct`` for every image."""
     import torch
 
@@ -495,11 +494,11 @@ def score_benchmark(scorer, bench_dir: str | os.PathLike, batch_size: int = 64, 
     bar = tqdm(total=len(manifest), unit="img", file=sys.stderr, disable=not progress, desc=f"sync {scorer.name}",
                mininterval=10)
     for shard, style in manifest[["shard", "style"]].drop_duplicates().itertuples(index=False):
-        for batch in batched(iter_shard_images(bench_dir / shard), batch_size):
-            ids = torch.tensor([b[0] for b in batch], device=text_emb.device)
-            m = similarity_measures(embed_images(scorer, [b[1] for b in batch]), text_emb, ids)
+        for gram_ids, image_emb in embed_image_batches(scorer, bench_dir / shard, batch_size, workers):
+            ids = torch.tensor(gram_ids, device=text_emb.device)
+            m = similarity_measures(image_emb, text_emb, ids)
             measured.append(pd.DataFrame({"style": style, "gram_id": ids.cpu().numpy(), **m}))
-            bar.update(len(batch))
+            bar.update(len(gram_ids))
     bar.close()
     scores = pd.concat(measured, ignore_index=True)
     frame = manifest.merge(scores, on=["style", "gram_id"], how="left", validate="one_to_one")
@@ -567,14 +566,14 @@ def group_by_length(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def sync_metrics(scorer, benchmark: str | os.PathLike, batch_size: int = 64, template: str = "{}",
-                 n_bins: int = 8, progress: bool = True) -> tuple[dict, pd.DataFrame]:
+                 n_bins: int = 8, progress: bool = True, workers: int = 0) -> tuple[dict, pd.DataFrame]:
     """``(metrics, per-image frame)`` of one model on one rendered benchmark.
 
     ``scorer`` is a :class:`parrotscope.score.Scorer` (or anything with ``name``, ``model``,
     ``preprocess``, ``tokenizer`` and ``device``). ``metrics`` holds :func:`summary` overall and per
     style, the chance accuracy, and the frequency and length groupings as records.
     """
-    frame = score_benchmark(scorer, benchmark, batch_size, template, progress)
+    frame = score_benchmark(scorer, benchmark, batch_size, template, progress, workers)
     metrics = {
         "model": scorer.name,
         "template": template,
@@ -588,16 +587,20 @@ def sync_metrics(scorer, benchmark: str | os.PathLike, batch_size: int = 64, tem
 
 
 def run_synth_eval(benchmark_dir: str, scorer_spec: dict, out_json: str, out_parquet: str, batch_size: int = 64,
-                   template: str = "{}", device: str = "auto", threads: int = 1, n_bins: int = 8) -> dict:
-    """Evaluate one model (a scorer spec: ``name``, ``arch``, ``checkpoint`` or ``pretrained``)."""
+                   template: str = "{}", device: str = "auto", threads: int = 1, n_bins: int = 8,
+                   workers: int | None = None, precision: str = "auto") -> dict:
+    """Evaluate one model (a scorer spec: ``name``, ``arch``, ``checkpoint`` or ``pretrained``);
+    ``workers`` (None: one per thread beyond the first) decode and preprocess the images."""
     import torch
 
+    from .feed import resolve_workers
     from .score import load_scorer
 
     torch.set_num_threads(max(1, int(threads)))
     start = time.perf_counter()
-    scorer = load_scorer(scorer_spec, device)
-    metrics, frame = sync_metrics(scorer, benchmark_dir, int(batch_size), template, int(n_bins))
+    scorer = load_scorer(scorer_spec, device, precision)
+    metrics, frame = sync_metrics(scorer, benchmark_dir, int(batch_size), template, int(n_bins),
+                                  workers=resolve_workers(workers, threads))
     metrics["benchmark"] = str(benchmark_dir)
     metrics["spec"] = dict(scorer_spec)
     metrics["seconds"] = round(time.perf_counter() - start, 3)
