@@ -13,6 +13,7 @@ rule spot:
         min_score=config["spot"]["min_score"],
         min_alnum=config["spot"]["min_alnum"],
         max_pixels=config["ingest"]["max_pixels"],
+        device=config["spot"]["device"],
         code=code_version("spot"),
     threads: config["spot"]["threads"]
     log:

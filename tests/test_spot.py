@@ -22,6 +22,7 @@ from parrotscope.spot import (
     make_spotter,
     merge_word_pieces,
     rapidocr_params,
+    resolve_spot_device,
     reading_order,
     run_spot,
     spot_table,
@@ -226,6 +227,28 @@ def test_rapidocr_params_checks_keys_and_sets_threads():
     with pytest.raises(ValueError, match="threads"):
         rapidocr_params({"EngineConfig.onnxruntime.intra_op_num_threads": 2}, 1)
     assert rapidocr_params({"Det.ocr_version": "PP-OCRv6"}, 1)["Det.ocr_version"].value == "PP-OCRv6"
+    assert params["EngineConfig.onnxruntime.use_cuda"] is False
+    assert rapidocr_params({}, 1, cuda=True)["EngineConfig.onnxruntime.use_cuda"] is True
+    with pytest.raises(ValueError, match="spot.device"):
+        rapidocr_params({"EngineConfig.onnxruntime.use_cuda": True}, 1)
+
+
+def test_spot_device_falls_back_to_cpu_with_its_reason(monkeypatch):
+    import onnxruntime
+
+    assert resolve_spot_device("cpu") == ("cpu", "spot.device is cpu")
+    with pytest.raises(ValueError, match="spot.device"):
+        resolve_spot_device("tpu")
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    for asked in ("auto", "cuda"):
+        device, why = resolve_spot_device(asked)
+        assert device == "cpu" and "no CUDAExecutionProvider" in why and "onnxruntime-gpu" in why
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    device, why = resolve_spot_device("cuda")
+    assert device == "cpu" and "no CUDA GPU" in why
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert resolve_spot_device("auto")[0] == "cuda"
 
 
 def test_run_spot_writes_one_row_per_sample(tmp_path, rapid):

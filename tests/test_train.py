@@ -71,10 +71,10 @@ def test_argv_on_cpu_follows_the_paper_and_the_notes():
     assert "--resume" not in argv and "--local-loss" not in argv
 
 
-def test_argv_on_gpus_uses_amp_torchrun_and_local_loss():
+def test_argv_on_gpus_uses_amp_bf16_torchrun_and_local_loss():
     hp = resolve_hparams({"gpus": 4})
     argv = build_argv(["a.tar"] * 8, 1000, "RN50", hp, "/logs", "cuda", 0, 2, resume=True, world_size=4)
-    assert argv[argv.index("--precision") + 1] == "amp"
+    assert argv[argv.index("--precision") + 1] == "amp_bf16"
     assert "--local-loss" in argv and "--gather-with-grad" in argv
     assert argv[argv.index("--resume") + 1] == "latest"
     cmd = launch_command(argv, gpus=4)

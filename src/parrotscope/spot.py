@@ -207,6 +207,39 @@ _RAPIDOCR_THREAD_KEYS = (
     "EngineConfig.onnxruntime.intra_op_num_threads",
     "EngineConfig.onnxruntime.inter_op_num_threads",
 )
+_RAPIDOCR_CUDA_KEY = "EngineConfig.onnxruntime.use_cuda"
+SPOT_DEVICES = ("auto", "cpu", "cuda")
+
+
+def onnx_cuda_status() -> tuple[bool, str]:
+    """Whether onnxruntime can run the bundled OCR models on a GPU here, and if not, why not."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return False, (f"onnxruntime {onnxruntime.__version__} has no CUDAExecutionProvider (the GPU build is "
+                       f"onnxruntime-gpu: requirements-gpu.txt)")
+    try:
+        import torch
+
+        present = torch.cuda.is_available()
+    except ImportError:  # without torch, trust the provider: onnxruntime-gpu fails loudly without a GPU
+        present = True
+    if not present:
+        return False, "onnxruntime has its CUDA provider but no CUDA GPU is visible"
+    return True, "onnxruntime's CUDAExecutionProvider"
+
+
+def resolve_spot_device(device: str) -> tuple[str, str]:
+    """``(cpu|cuda, reason)`` for ``spot.device``: ``cpu``; ``auto`` and ``cuda``, the GPU when
+    onnxruntime can use one, else CPU, with the reason (a job on a node without a GPU still runs)."""
+    if device not in SPOT_DEVICES:
+        raise ValueError(f"spot.device {device!r}: one of {SPOT_DEVICES}")
+    if device == "cpu":
+        return "cpu", "spot.device is cpu"
+    usable, why = onnx_cuda_status()
+    if usable:
+        return "cuda", why
+    return "cpu", f"spot.device is {device} but spotting runs on CPU: {why}"
 
 
 class RapidOCRSpotter(Spotter):
@@ -216,7 +249,8 @@ class RapidOCRSpotter(Spotter):
     ``Det.limit_type``, ``Det.limit_side_len``, ``Det.thresh``, ``Det.box_thresh``,
     ``Det.unclip_ratio``, ``Global.use_cls``, ``Global.text_score``. Unknown keys are refused here
     (RapidOCR itself only checks ``Global.*``), so a typo in the workflow config cannot be ignored.
-    ``threads`` sets onnxruntime's intra-op threads of each of the three models.
+    ``threads`` sets onnxruntime's intra-op threads of each of the three models; ``device``
+    ``cuda`` runs them through onnxruntime's CUDA provider (the same bundled weights).
 
     RapidOCR drops lines scoring below ``Global.text_score`` (0.5) itself, before
     :func:`keep_detection` sees them: a stage ``min_score`` below that needs it lowered too.
@@ -230,10 +264,10 @@ class RapidOCRSpotter(Spotter):
         "Global.return_word_box": True,
     }
 
-    def __init__(self, options: Mapping[str, Any] | None = None, threads: int = 1):
+    def __init__(self, options: Mapping[str, Any] | None = None, threads: int = 1, device: str = "cpu"):
         from rapidocr import RapidOCR
 
-        self.params = rapidocr_params(options, threads)
+        self.params = rapidocr_params(options, threads, cuda=device == "cuda")
         self.engine = RapidOCR(params=self.params)
 
     def spot(self, image: np.ndarray) -> list[Detection]:
@@ -252,7 +286,7 @@ def rapidocr_default_config():
     return OmegaConf.load(DEFAULT_CFG_PATH)
 
 
-def rapidocr_params(options: Mapping[str, Any] | None, threads: int) -> dict[str, Any]:
+def rapidocr_params(options: Mapping[str, Any] | None, threads: int, cuda: bool = False) -> dict[str, Any]:
     """Build the ``params`` dict for ``RapidOCR(params=...)`` from workflow options and threads.
 
     Checks every key against RapidOCR's default config, turns strings into the enums RapidOCR
@@ -268,6 +302,8 @@ def rapidocr_params(options: Mapping[str, Any] | None, threads: int) -> dict[str
     for key in _RAPIDOCR_THREAD_KEYS:
         if key in user:
             raise ValueError(f"spot option {key!r} is set from the job's threads; remove it from the options")
+    if _RAPIDOCR_CUDA_KEY in user:
+        raise ValueError(f"spot option {_RAPIDOCR_CUDA_KEY!r} is set from spot.device; remove it from the options")
 
     defaults = rapidocr_default_config()
     missing = object()
@@ -285,6 +321,7 @@ def rapidocr_params(options: Mapping[str, Any] | None, threads: int) -> dict[str
             params[key] = enum(value)
     params[_RAPIDOCR_THREAD_KEYS[0]] = usable_threads(threads)
     params[_RAPIDOCR_THREAD_KEYS[1]] = 1
+    params[_RAPIDOCR_CUDA_KEY] = bool(cuda)
     return params
 
 
@@ -341,14 +378,14 @@ class EasyOCRSpotter(Spotter):
     or recognition step (``text_threshold``, ``low_text``, ``link_threshold``, ``canvas_size``,
     ``mag_ratio``, ``width_ths``, ``min_size``, ``decoder``, ``allowlist``, ...); plus ``lang_list``
     and ``quantize`` for the reader itself. ``threads`` sets torch's intra-op threads, which is
-    process-wide.
+    process-wide; ``device`` ``cuda`` runs EasyOCR's models on the GPU.
     """
 
     name = "easyocr"
 
     _READER_KEYS = ("lang_list", "quantize")
 
-    def __init__(self, options: Mapping[str, Any] | None = None, threads: int = 1):
+    def __init__(self, options: Mapping[str, Any] | None = None, threads: int = 1, device: str = "cpu"):
         try:
             import easyocr
             import easyocr_en_models
@@ -363,7 +400,7 @@ class EasyOCRSpotter(Spotter):
         with _quiet_easyocr():
             self.reader = easyocr.Reader(
                 reader_kwargs.pop("lang_list", ["en"]),
-                gpu=False,
+                gpu=device == "cuda",
                 model_storage_directory=easyocr_en_models.model_dir(),
                 download_enabled=False,
                 verbose=False,
@@ -428,13 +465,14 @@ SPOTTERS: dict[str, type[Spotter]] = {
 }
 
 
-def make_spotter(backend: str, options: Mapping[str, Any] | None, threads: int) -> Spotter:
-    """Build the spotter named by the workflow config (``spot.backend``) with its options."""
+def make_spotter(backend: str, options: Mapping[str, Any] | None, threads: int, device: str = "cpu") -> Spotter:
+    """Build the spotter named by the workflow config (``spot.backend``) with its options, on
+    ``device`` (cpu or cuda: see :func:`resolve_spot_device`)."""
     try:
         spotter_cls = SPOTTERS[backend]
     except KeyError:
         raise ValueError(f"unknown spot backend {backend!r}; known backends: {sorted(SPOTTERS)}") from None
-    return spotter_cls(options=options, threads=threads)
+    return spotter_cls(options=options, threads=threads, device=device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -618,10 +656,13 @@ def run_spot(
     min_score: float,
     min_alnum: int,
     max_pixels: int,
+    device: str = "auto",
 ) -> None:
     """Spot one part: read its samples table and shards, write its spot table (one row per sample)."""
     samples = read_parquet(samples_path, columns=[KEY, "status"])
-    spotter = make_spotter(backend, options, threads)
+    device, why = resolve_spot_device(device)
+    log.info("spot on %s (%s)", device, why)
+    spotter = make_spotter(backend, options, threads, device)
     table = spot_table(
         part_items(samples, shards, max_pixels), spotter, min_score, min_alnum, progress="spot", total=len(samples)
     )

@@ -90,7 +90,7 @@ DEFAULT_HPARAMS = {
     "epochs": 8,
     "workers": 1,              # dataloader workers per process (lowered to fit the shards)
     "gpus": 1,                 # processes on this node when on CUDA (torchrun when > 1)
-    "precision": None,         # None: fp32 on CPU (amp is ~25x slower there), amp on GPU
+    "precision": None,         # None: fp32 on CPU (amp is ~25x slower there), amp_bf16 on GPU
     "lr_scheduler": "cosine",
     "grad_clip_norm": None,
     "dataset_resampled": False,
@@ -290,7 +290,7 @@ def local_url(url: str) -> str:
 def build_argv(train_shards: list[str], n_samples: int, model_id: str, hp: dict, logs_dir: str,
                device: str, seed: int, workers: int, resume: bool, world_size: int = 1) -> list[str]:
     """The argv of ``open_clip_train.main`` for one training run."""
-    precision = hp["precision"] or ("fp32" if device == "cpu" else "amp")
+    precision = hp["precision"] or ("fp32" if device == "cpu" else "amp_bf16")
     argv = [
         "--model", model_id,
         "--train-data", "::".join(local_url(u) for u in train_shards),
