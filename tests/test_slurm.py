@@ -1,7 +1,7 @@
 """The cluster profile (slurm/config.yaml) on a real one-node Slurm started on this machine.
 
 `snakemake --profile slurm`, typed from the repository root exactly as docs/CLUSTER.md says for a
-CPU-only cluster (targets first, then `--set-resources score:gpu=0 train:gpu=0 inpaint:gpu=0`), runs
+CPU-only cluster (targets first, then `--set-resources score:gpu=0 ... inpaint:gpu=0`), runs
 the tiny config to Tables 1 and 3 (the design card's command) with every job submitted to Slurm:
 demo shards, the grouped per-part jobs, curation, materialisation, OpenCLIP training, evaluation and
 the tables (tests/slurm/cluster.sh brings up
@@ -117,8 +117,9 @@ def test_min_job_age_fits_the_profile(slurm_env):
 # docs/CLUSTER.md's CPU-only overrides: the test node has no GPU. It has 2 CPUs, so (test only) the
 # profile's 8 threads for train and score become 1: a job asking for more CPUs than any node has
 # would pend for ever (Reason=PartitionConfig).
-CPU_ONLY = ("--set-resources", "score:gpu=0", "train:gpu=0", "inpaint:gpu=0",
-            "--set-threads", "train=1", "score=1", "inpaint=1")
+CPU_ONLY = ("--set-resources", "score:gpu=0", "embed:gpu=0", "filter_rescore:gpu=0", "synth_eval:gpu=0",
+            "train:gpu=0", "inpaint:gpu=0",
+            "--set-threads", "train=1", "score=1", "embed=1", "filter_rescore=1", "synth_eval=1", "inpaint=1")
 TARGETS = ("results/table1.csv", "results/table3.csv")
 
 

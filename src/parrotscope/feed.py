@@ -180,7 +180,7 @@ def pair_loader(source, preprocess: Callable, tokenizer: Callable | None, batch_
     return DataLoader(PairBatches(source, preprocess, tokenizer, batch_size), batch_size=None,
                       num_workers=workers, pin_memory=str(device).startswith("cuda"),
                       worker_init_fn=_one_thread if workers else None,
-                      prefetch_factor=4 if workers else None, persistent_workers=False)
+                      prefetch_factor=2 if workers else None, persistent_workers=False)
 
 
 def resolve_precision(precision: str | None, device: str) -> str:
