@@ -3,7 +3,7 @@ in ``torch.utils.data.DataLoader`` worker processes, in batches whose makeup doe
 worker count.
 
 A *pair source* is a picklable object that iterates ``(key, payload, caption)`` in a fixed order
-and turns a payload into RGB uint8 pixels with ``decode(key, payload)``: :class:`ArrayPairs` (pixels
+and turns a payload into RGB pixels (a uint8 array or an RGB PIL image) with ``decode(key, payload)``: :class:`ArrayPairs` (pixels
 in memory), :class:`ShardPairs` (encoded images of a part's shards), :class:`InpaintedPairs` (the
 PNGs of an inpainted tar), :class:`PngImages` (a tar's PNGs without captions). Reading is cheap next to decoding and preprocessing, so every worker
 reads the whole stream and decodes only its own batches: batch ``b`` (items ``b * batch_size`` to
@@ -62,11 +62,12 @@ class ShardPairs:
         for key, shard, data in iter_encoded(self.shards, set(self.captions)):
             yield key, (shard, data), self.captions[key]
 
-    def decode(self, key: str, payload: tuple[str, bytes]) -> np.ndarray:
-        from .shards import decode_image
+    def decode(self, key: str, payload: tuple[str, bytes]) -> np.ndarray | Image.Image:
+        from .shards import decode_image, decode_rgb_image
 
-        image = decode_image(key, payload[0], payload[1], self.max_pixels)
-        return self.transform(key, image) if self.transform is not None else image
+        if self.transform is None:  # the eval transform takes PIL: no round trip through an array
+            return decode_rgb_image(key, payload[0], payload[1], self.max_pixels)
+        return self.transform(key, decode_image(key, payload[0], payload[1], self.max_pixels))
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -94,8 +95,10 @@ class InpaintedPairs:
         return decode_inpainted(self.tar, key, payload, rgb=True)
 
 
-def to_pil(image: np.ndarray) -> Image.Image:
-    """RGB PIL image of an RGB(A) or greyscale uint8 array."""
+def to_pil(image: np.ndarray | Image.Image) -> Image.Image:
+    """RGB PIL image of an RGB(A) or greyscale uint8 array (an RGB PIL image as it is)."""
+    if isinstance(image, Image.Image):
+        return image
     if image.ndim == 2:
         return Image.fromarray(image).convert("RGB")
     return Image.fromarray(image[..., :3])

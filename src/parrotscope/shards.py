@@ -539,6 +539,11 @@ def open_image(data: bytes, max_pixels: int) -> tuple[str, str, Image.Image | No
 
 def to_rgb(img: Image.Image) -> np.ndarray:
     """Convert any PIL mode to RGB uint8; transparent pixels become white (as a browser shows them)."""
+    return np.asarray(rgb_image(img), dtype=np.uint8)
+
+
+def rgb_image(img: Image.Image) -> Image.Image:
+    """:func:`to_rgb` as a PIL image (what a CLIP's eval transform takes, without an array copy)."""
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -548,7 +553,7 @@ def to_rgb(img: Image.Image) -> np.ndarray:
         lo, hi = float(arr.min()), float(arr.max())
         scaled = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
         img = Image.fromarray(scaled.astype(np.uint8), "L")
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return img.convert("RGB")
 
 
 def check_sample(sample: Sample, max_pixels: int) -> tuple[Checked, Image.Image | None]:
@@ -615,10 +620,15 @@ def iter_encoded(shards: Iterable[str], keys: set[str]) -> Iterator[tuple[str, s
 
 def decode_image(key: str, shard: str, data: bytes, max_pixels: int) -> np.ndarray:
     """RGB uint8 pixels of an image that decoded at ingest; :class:`ShardError` if it no longer does."""
+    return np.asarray(decode_rgb_image(key, shard, data, max_pixels), dtype=np.uint8)
+
+
+def decode_rgb_image(key: str, shard: str, data: bytes, max_pixels: int) -> Image.Image:
+    """:func:`decode_image` as an RGB PIL image."""
     _, error, img = open_image(data, max_pixels)
     if img is None:
         raise ShardError(f"shard {shard}: key {key} decoded at ingest but not now ({error})")
-    return to_rgb(img)
+    return rgb_image(img)
 
 
 def iter_images(shards: Iterable[str], keys: set[str], max_pixels: int) -> Iterator[tuple[str, np.ndarray]]:
