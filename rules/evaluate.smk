@@ -54,6 +54,7 @@ rule evaluate_sync:
         template=config["synth"]["template"],
         freq_bins=config["synth"]["freq_bins"],
         device=config["synth"]["device"],
+        precision=config["score"]["precision"],
         code=code_version("synth"),
     wildcard_constraints:
         subset=r"[^/]+",
@@ -66,6 +67,7 @@ rule evaluate_sync:
         "benchmarks/evaluate_sync/{dataset}/{subset}/{arch}/seed{seed}.tsv"
     resources:
         mem_mb=4000,
+        workers=score_workers,
     conda:
         "../envs/torch.yaml"
     script:
