@@ -143,14 +143,23 @@ def load_scorer(spec: dict, device: str = "auto", precision: str = "auto") -> Sc
                   tokenizer=tokenizer, device=device, spec=dict(spec), precision=precision)
 
 
+def encode_images(scorer: Scorer, pixels: torch.Tensor) -> torch.Tensor:
+    """L2-normalised float32 image embeddings of one preprocessed batch, under the scorer's autocast."""
+    with torch.inference_mode(), autocast(scorer.device, scorer.precision):
+        img = scorer.model.encode_image(pixels.to(scorer.device, non_blocking=True))
+    return F.normalize(img.float(), dim=-1)
+
+
+def encode_texts(scorer: Scorer, tokens: torch.Tensor) -> torch.Tensor:
+    """L2-normalised float32 text embeddings of one tokenised batch, under the scorer's autocast."""
+    with torch.inference_mode(), autocast(scorer.device, scorer.precision):
+        txt = scorer.model.encode_text(tokens.to(scorer.device, non_blocking=True))
+    return F.normalize(txt.float(), dim=-1)
+
+
 def encode_pairs(scorer: Scorer, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised float32 image and caption embeddings of one preprocessed, tokenised batch."""
-    pixels = pixels.to(scorer.device, non_blocking=True)
-    tokens = tokens.to(scorer.device, non_blocking=True)
-    with torch.inference_mode(), autocast(scorer.device, scorer.precision):
-        img = scorer.model.encode_image(pixels)
-        txt = scorer.model.encode_text(tokens)
-    return F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1)
+    return encode_images(scorer, pixels), encode_texts(scorer, tokens)
 
 
 def clip_scores(scorer: Scorer, images: list[np.ndarray], captions: list[str], batch_size: int = 256) -> np.ndarray:
@@ -164,8 +173,8 @@ def clip_scores(scorer: Scorer, images: list[np.ndarray], captions: list[str], b
     return score_table(scorer, items, batch_size, progress=False)["s"].to_numpy()
 
 
-def embed_batches(scorer: Scorer, source, batch_size: int = 256, workers: int = 0, total: int | None = None,
-                  progress: bool = True, desc: str | None = None
+def embed_batches(scorer: Scorer, source, batch_size: int = 256, workers: int = 0, progress: bool = True,
+                  desc: str | None = None
                   ) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor]]:
     """Embed a pair source (:mod:`parrotscope.feed`): per batch ``(keys, image_emb, text_emb)``,
     L2-normalised, decoded and preprocessed by ``workers`` DataLoader processes (0: this one).
@@ -174,7 +183,7 @@ def embed_batches(scorer: Scorer, source, batch_size: int = 256, workers: int = 
     same for any ``workers``. Progress goes to stderr. Shared by scoring and the ``embed`` stage,
     so both see exactly the same embeddings.
     """
-    total = total if total is not None else (len(source) if hasattr(source, "__len__") else None)
+    total = len(source) if hasattr(source, "__len__") else None
     bar = tqdm(total=total, unit="pair", file=sys.stderr, disable=not progress, desc=desc or f"embed {scorer.name}")
     for keys, pixels, tokens in pair_loader(source, scorer.preprocess, scorer.tokenizer, batch_size, workers,
                                             scorer.device):
@@ -184,13 +193,13 @@ def embed_batches(scorer: Scorer, source, batch_size: int = 256, workers: int = 
     bar.close()
 
 
-def score_table(scorer: Scorer, source, batch_size: int = 256, workers: int = 0, total: int | None = None,
+def score_table(scorer: Scorer, source, batch_size: int = 256, workers: int = 0,
                 progress: bool = True) -> pd.DataFrame:
     """Score a pair source in batches (:func:`embed_batches`): a DataFrame ``(__key__, s)`` in the
     source's order. Holds a few batches of images at a time."""
     keys: list[str] = []
     scores: list[np.ndarray] = []
-    for batch_keys, img, txt in embed_batches(scorer, source, batch_size, workers, total, progress,
+    for batch_keys, img, txt in embed_batches(scorer, source, batch_size, workers, progress,
                                               f"score {scorer.name}"):
         scores.append((img * txt).sum(-1).cpu().numpy())
         keys.extend(batch_keys)

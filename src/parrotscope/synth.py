@@ -428,34 +428,23 @@ def read_benchmark(bench_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
 def embed_texts(scorer, texts: Sequence[str], batch_size: int) -> torch.Tensor:
     """L2-normalised text embeddings (rows in ``texts`` order), float32 on the scorer's device."""
     import torch
-    import torch.nn.functional as F
 
-    from .feed import autocast
+    from .score import encode_texts
 
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            tokens = scorer.tokenizer(list(texts[start:start + batch_size])).to(scorer.device)
-            with autocast(scorer.device, scorer.precision):
-                text = scorer.model.encode_text(tokens)
-            chunks.append(F.normalize(text.float(), dim=-1))
-    return torch.cat(chunks)
+    return torch.cat([encode_texts(scorer, scorer.tokenizer(list(texts[start:start + batch_size])))
+                      for start in range(0, len(texts), batch_size)])
 
 
 def embed_image_batches(scorer, tar_path: str | os.PathLike, batch_size: int, workers: int = 0
                         ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """``(gram ids, L2-normalised image embeddings)`` of one style's tar, batch by batch in file
     order, decoded and preprocessed by ``workers`` DataLoader processes (:mod:`parrotscope.feed`)."""
-    import torch
-    import torch.nn.functional as F
-
-    from .feed import PngImages, autocast, pair_loader
+    from .feed import PngImages, pair_loader
+    from .score import encode_images
 
     for keys, pixels, _ in pair_loader(PngImages(str(tar_path)), scorer.preprocess, None, batch_size, workers,
                                        scorer.device):
-        with torch.inference_mode(), autocast(scorer.device, scorer.precision):
-            img = scorer.model.encode_image(pixels.to(scorer.device, non_blocking=True))
-        yield [int(k) for k in keys], F.normalize(img.float(), dim=-1)
+        yield [int(k) for k in keys], encode_images(scorer, pixels)
 
 
 def similarity_measures(image_emb: torch.Tensor, text_emb: torch.Tensor, gram_ids: torch.Tensor) -> dict:
