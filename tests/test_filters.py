@@ -675,6 +675,24 @@ def test_the_fix_in_hash_partitions_equals_the_reference(tmp_path, partitions, m
         assert_same_stats(stats, ref_s)
 
 
+@pytest.mark.parametrize("partitions", [3, 7])
+def test_baselines_in_hash_partitions_equal_the_reference(tmp_path, partitions, monkeypatch):
+    """Past the engine's memory the baselines' join with the re-scores runs in hash partitions of
+    the keys: the same keys and stats, and a missing masked score is still found."""
+    import parrotscope.filters as filters
+
+    monkeypatch.setattr(filters, "hash_partitions", lambda con, paths, row_bytes: partitions)
+    pool, emb = messy_pool(2)
+    paths = write_dataset(tmp_path, pool, emb)
+    for method in ("tmars", "flip_clip"):
+        for size in (5, 40):
+            keys, stats = baseline_of(tmp_path, paths, method, size, 2, FRACTIONS)
+            ref_k, ref_s = ref_baseline(method, ref_pool(paths, "ref", variant=VARIANT_OF[method]), "ref",
+                                        size, 2, FRACTIONS)
+            same_keys(keys, ref_k)
+            assert_same_stats(stats, ref_s)
+
+
 def test_float32_scores_compare_as_pandas_does(tmp_path):
     """A float32 score of exactly float32(0.3) is not above 0.3 for pandas (NumPy compares in
     float32) though it is above 0.3 as a float64; the queries keep pandas' answer."""

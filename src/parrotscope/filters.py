@@ -696,36 +696,56 @@ def criterion_sql(con, method: str, n_ok: int, n_scored: int, median: float | No
     raise FilterError(f"unknown baseline {method!r}; baselines: {list(BASELINES)}")
 
 
-def select_baseline(con, method: str, index_paths: Sequence[str], scorer: str, size: int, seed: int,
-                    fractions: Mapping[str, float], rescore_paths: Sequence[str], scratch: Path) -> tuple[str, dict]:
-    """A baseline's ``size`` chosen rows (a parquet file in ``scratch``) and its stats (see the
-    module docstring for the choice), by queries over the per-part tables."""
-    if method not in BASELINES:
-        raise FilterError(f"unknown baseline {method!r}; baselines: {list(BASELINES)}")
-    joins = []
-    if method in VARIANT_OF:
-        joins.append((rescore_paths, f"s_{VARIANT_OF[method]}", f"{method} scores", True))
-    types = pool_view(con, index_paths, scorer, joins)
-    if size < 1:
-        raise FilterError(f"the fix kept no sample, so its baselines have size {size}; loosen filters.fix")
+BASELINE_ROW_BYTES = 160  # a hash-table row of the join with the re-scores: key, score, the table's overhead
+
+
+def _score_partition(con, method: str, index_paths: Sequence[str], scorer: str, joins: list, rank: str,
+                     sources: Mapping[str, str], out: Path) -> tuple[int, int]:
+    """One key partition of a baseline's scored rows (``sources``: the pool's tables, that key
+    range): its status-ok rows with the baseline's score and keyed rank written to ``out``;
+    returns the partition's index and status-ok counts."""
+    types = pool_view(con, index_paths, scorer, joins, sources)
     if method == "tmars":  # NaN or no row: the re-scoring missed an image it should have masked
         absent = _examples(con, f"SELECT {_k()} FROM pool WHERE {OK_ROW} AND {_flag('has_text')} "
                                 f"AND coalesce(isnan(TRY_CAST(s_tmars AS DOUBLE)), true)")
         if absent:
             raise FilterError(f"T-MARS: images with text have no masked score, e.g. {absent}")
     stat_columns = [c for c in types if c not in ("s_tmars", "s_flip")]
-    # The scored rows, with their keyed rank, are written to scratch once: the median, a top
-    # fraction's cut and the chosen rows each scan them several times (parrotscope.db's order
-    # statistics), which would otherwise redo the join with the re-scores and the rank's hashing.
-    rank = register_keyed_rank(con, seed)
     copy_to_parquet(con, f"""SELECT *, CASE WHEN isfinite({RAW_SCORE}) THEN {RAW_SCORE} END AS {SCORE},
                                     {rank}({sql_name(KEY)}) AS {RANK}
                              FROM (SELECT {', '.join(map(sql_name, stat_columns))},
                                           {score_sql(method, scorer)} AS {RAW_SCORE}
-                                   FROM pool WHERE {OK_ROW})""", scratch / "scored.parquet")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW scored AS SELECT * FROM "
-                f"read_parquet({sql_string(str(scratch / 'scored.parquet'))})")
-    n_index, n_ok = one_row(con, f"SELECT count(*), count(*) FILTER (WHERE {OK_ROW}) FROM pool")
+                                   FROM pool WHERE {OK_ROW})""", out)
+    return one_row(con, f"SELECT count(*), count(*) FILTER (WHERE {OK_ROW}) FROM pool")
+
+
+def select_baseline(con, method: str, index_paths: Sequence[str], scorer: str, size: int, seed: int,
+                    fractions: Mapping[str, float], rescore_paths: Sequence[str], scratch: Path) -> tuple[str, dict]:
+    """A baseline's ``size`` chosen rows (a parquet file in ``scratch``) and its stats (see the
+    module docstring for the choice), by queries over the per-part tables."""
+    if method not in BASELINES:
+        raise FilterError(f"unknown baseline {method!r}; baselines: {list(BASELINES)}")
+    if size < 1:
+        raise FilterError(f"the fix kept no sample, so its baselines have size {size}; loosen filters.fix")
+    joins = []
+    if method in VARIANT_OF:
+        joins.append((rescore_paths, f"s_{VARIANT_OF[method]}", f"{method} scores", True))
+    rank = register_keyed_rank(con, seed)
+    scored = scratch / "scored"
+    scored.mkdir()
+    # The scored rows, with their keyed rank, are written to scratch once: the median, a top
+    # fraction's cut and the chosen rows each scan them several times (parrotscope.db's order
+    # statistics), which would otherwise redo the join with the re-scores and the rank's hashing.
+    # Past the engine's memory the join with the re-scores runs in hash partitions of the keys.
+    k = hash_partitions(con, [*index_paths, *rescore_paths], BASELINE_ROW_BYTES) if joins else 1
+    with KeyPartitions(con, _k(), k) as parts:
+        for name, sql in pool_sources(con, index_paths, scorer, joins).items():
+            parts.add(name, sql)
+        counts = [_score_partition(con, method, index_paths, scorer, joins, rank,
+                                   {name: parts.source(name, i) for name in parts.sources}, scored / f"{i}.parquet")
+                  for i in range(parts.k)]
+    n_index, n_ok = (sum(c[j] for c in counts) for j in range(2))
+    con.execute(f"CREATE OR REPLACE TEMP VIEW scored AS SELECT * FROM {_files(scored)}")
     (n_scored,) = one_row(con, f"SELECT count({SCORE}) FROM scored")
     median = median_score(con, n_scored)
     eligible, n_eligible, described = criterion_sql(con, method, n_ok, n_scored, median, fractions)
