@@ -32,6 +32,7 @@ include: "rules/figures.smk"
 include: "rules/report.smk"
 include: "rules/filters.smk"
 include: "rules/str.smk"
+include: "rules/blip.smk"
 
 
 rule all:

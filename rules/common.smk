@@ -565,3 +565,41 @@ def str_table_entries():
              "eval": f"results/str/eval/{s}/{a}/seed{seed}/{b}.json",
              "probe": f"results/str/probe/{s}/{a}/seed{seed}/{b}.json"}
             for s, a, seed in str_sources() for b in str_benchmarks()]
+
+
+# --- BLIP (Table 7) -----------------------------------------------------------------------------
+
+from parrotscope.blip_data import DEMO_SETS as BLIP_SETS, TABLE7_COLUMNS
+
+
+def check_blip_config():
+    """Cross-key checks of the `blip` section, before any job runs."""
+    cfg = config["blip"]
+    unknown = [s for s in cfg["subsets"] if s not in config["curate"]["subsets"]]
+    if unknown:
+        raise ValueError(f"config blip.subsets: {unknown} are not curated subsets (curate.subsets)")
+    missing = [name for name in BLIP_SETS if name not in cfg["sets"]]
+    if missing:
+        raise ValueError(f"config blip.sets: give {missing} (`demo`, or a layout with its files)")
+    if "demo" in cfg["sets"].values() and not is_generated(config["study_dataset"]):
+        raise ValueError("config blip.sets: `demo` sets need a generated study dataset (its generator draws them)")
+
+
+def blip_trains_tokenizer():
+    """blip.tokenizer is trained here (a vocabulary size) rather than a BERT tokenizer's path or id."""
+    return isinstance(config["blip"]["tokenizer"], dict)
+
+
+def blip_set_inputs(names):
+    """The demo sets among ``names``, as inputs (a configured real set is read where it lies)."""
+    return [f"results/blip/data/{n}" for n in names if config["blip"]["sets"][n] == "demo"]
+
+
+def blip_table_entries():
+    """Every fine-tuned and scored BLIP of Table 7: (subset, seed, task, set) with its files."""
+    dataset = config["study_dataset"]
+    jobs = dict.fromkeys((task, name) for _, task, name, _ in TABLE7_COLUMNS)
+    return [{"subset": s, "seed": seed, "task": task, "set": name,
+             "eval": f"results/blip/eval/{dataset}/{s}/seed{seed}/{task}_{name}.json",
+             "train": f"results/blip/models/{dataset}/{s}/seed{seed}/train.json"}
+            for s in config["blip"]["subsets"] for seed in config["blip"]["seeds"] for task, name in jobs]

@@ -523,3 +523,47 @@ def run_str_table(entries: list[dict], out_csv: str, decimals: int = 4) -> pd.Da
     table = build_str_table(loaded).round(decimals)
     write_csv(table, out_csv, index=False)
     return table
+
+
+# --- Table 7: BLIP -----------------------------------------------------------------------------
+
+READING_MARK = " (reading)"  # the paper greys the columns of tasks that need reading
+
+
+def table7_column(column: str, dataset: str) -> str:
+    """A Table 7 column's name, marked when its set needs reading."""
+    from .blip_data import READING_SETS
+
+    return column + (READING_MARK if dataset in READING_SETS else "")
+
+
+def build_table7(entries: list[dict], subsets: Sequence[str]) -> pd.DataFrame:
+    """One row per pre-training subset, the paper's columns (VQA accuracy, CIDEr, R@1 both ways;
+    x100 as the paper prints them). ``entries``: dicts with ``subset``, ``seed``, ``task``,
+    ``set``, ``eval`` (metrics dict) and ``train`` (the pre-training's JSON). With several seeds
+    each column is the mean over seeds with a ``seed std`` column beside it."""
+    from .blip_data import TABLE7_COLUMNS
+
+    seeds = list(dict.fromkeys(e["seed"] for e in entries))
+    scores = {(e["subset"], e["seed"], e["task"], e["set"]): e["eval"] for e in entries}
+    samples = {(e["subset"], e["seed"]): e["train"]["n_samples"] for e in entries}
+    measured = [table7_column(c, name) for c, _, name, _ in TABLE7_COLUMNS]
+    tables = []
+    for seed in seeds:
+        rows = []
+        for subset in subsets:
+            row = {"subset": subset, "pre-training samples": samples[(subset, seed)]}
+            for (column, task, name, metric), label in zip(TABLE7_COLUMNS, measured):
+                row[label] = scores[(subset, seed, task, name)][metric]
+            rows.append(row)
+        tables.append(pd.DataFrame(rows))
+    return over_seeds(tables, measured)
+
+
+def run_table7(entries: list[dict], out_csv: str, decimals: int = 4) -> pd.DataFrame:
+    """:func:`build_table7` from the metric files named by ``entries``."""
+    loaded = [{**e, "eval": read_json(e["eval"]), "train": read_json(e["train"])} for e in entries]
+    subsets = list(dict.fromkeys(e["subset"] for e in entries))
+    table = build_table7(loaded, subsets).round(decimals)
+    write_csv(table, out_csv, index=False)
+    return table
