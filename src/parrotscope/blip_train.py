@@ -87,9 +87,11 @@ def shuffled(items: Iterator, buffer: int, rng: random.Random) -> Iterator:
 def epochs_of_batches(shards: Sequence[str], batch_size: int, steps: int, seed: int, buffer: int,
                       counts: Counter) -> Iterator[list]:
     """``steps`` batches of (image, caption), passing over the shards (in a seeded order each
-    epoch, through a seeded shuffle buffer) as often as needed; the last batch of an epoch may be short."""
-    rng, done, epoch = random.Random(seed), 0, 0
+    epoch, through a seeded shuffle buffer) as often as needed; the last batch of an epoch may be
+    short. ``counts`` adds up every pass (``passes``: how many were started)."""
+    rng, done = random.Random(seed), 0
     while done < steps:
+        counts["passes"] += 1
         order = list(shards)
         rng.shuffle(order)
         batch: list = []
@@ -108,7 +110,6 @@ def epochs_of_batches(shards: Sequence[str], batch_size: int, steps: int, seed: 
             done += 1
         if not got_any:
             raise BlipTrainError(f"no usable sample in the {len(order)} shards ({dict(counts)})")
-        epoch += 1
 
 
 # --- optimisation ------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def pretrain_blip(shards: Sequence[str], n_samples: int, tokenizer_dir: str, mod
             log.info("step %d/%d: %s", i + 1, steps, {k: round(v, 4) for k, v in history[-1].items()})
     save_pretrainer(net, out_model, {"size": vars(size), "seed": int(seed)})
     result = {"steps": steps, "batch_size": batch_size, "epochs": float(hparams["epochs"]), "n_samples": int(n_samples),
-              "samples_seen": int(counts["used"]), "counts": dict(counts),
+              "samples_seen": int(counts["used"]), "passes": int(counts.pop("passes", 0)), "counts": dict(counts),
               "first": history[0], "last": _mean_last(history), "seconds": round(time.perf_counter() - start, 1),
               "n_parameters": n_parameters(net), "device": device, "seed": int(seed)}
     write_json(result, out_json)
