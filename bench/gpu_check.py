@@ -18,6 +18,7 @@ Paths (each runs and reports ok, or its error; one failing does not stop the oth
 * LaMa and SD inpainting (:mod:`parrotscope.inpaint`) in batches: a TorchScript stand-in with
   big-lama's signature, a tiny random Stable Diffusion pipeline in fp16;
 * str: a CLIP4STR recogniser fine-tuned a few steps in bf16 autocast, then evaluated;
+* blip: a small BLIP (Table 7) pre-trained a few steps, fine-tuned for VQA and retrieval, scored;
 * spot: which device ``spot.device: auto`` resolves to here, and RapidOCR img/s there and on CPU.
 
 Throughput: ViT-B-32 (random weights) on 224 px JPEGs at batch 256: the bare forward (inputs
@@ -170,6 +171,53 @@ def check_str(device: str, tmp: Path) -> dict:
                            "test", batch_size=16, device=device, progress=False)
     return {"precision": record.get("precision"), "final_loss": record.get("final_loss"),
             "evaluated": metrics["processed"]}
+
+
+def check_blip(device: str, pairs: ShardPairs, tmp: Path) -> dict:
+    """BLIP (Table 7) on the device: a small BLIP pre-trained a few steps on the shard, fine-tuned
+    for VQA and retrieval on a hand-written TextVQA-layout set and scored (no fonts needed)."""
+    from parrotscope.blip_model import train_tokenizer
+    from parrotscope.blip_train import evaluate_blip, finetune_blip, pretrain_blip
+
+    questions = ["what word is written?", "what color is it?"]
+    texts = [*pairs.captions.values(), *questions]
+    train_tokenizer(texts, 300).save_pretrained(str(tmp / "blip-tok"))
+    images = tmp / "blip-images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    data = []
+    for i in range(32):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(images / f"{i}.jpg")
+        data.append({"image_id": str(i), "question": questions[i % 2], "question_id": i,
+                     "answers": [str(pairs.captions[f"{i:06d}"].split()[0])] * 10})
+    (tmp / "tvqa.json").write_text(json.dumps({"data": data}))
+    spec = {"layout": "textvqa", "images": str(images), "train": str(tmp / "tvqa.json"), "test": str(tmp / "tvqa.json")}
+    model = dict(image_size=64, patch_size=8, hidden_size=128, vision_layers=2, text_layers=2, heads=4,
+                 intermediate_size=256, embed_dim=64, max_length=16)
+    hp = {"epochs": 2, "batch_size": 16, "lr": 1e-4, "weight_decay": 0.05}
+    start = time.perf_counter()
+    pre = pretrain_blip(list(pairs.shards), len(pairs.captions), str(tmp / "blip-tok"), model, hp, 0,
+                        str(tmp / "blip.pt"), str(tmp / "blip.json"), device=device)
+    out = {"pretrain steps": pre["steps"], "pretrain s": round(time.perf_counter() - start, 2),
+           "last losses": {k: round(v, 3) for k, v in pre["last"].items()}}
+    for task in ("vqa", "retrieval"):
+        spec_task = spec if task == "vqa" else _caption_spec(tmp, spec, data)
+        finetune_blip(task, spec_task, str(tmp / "blip.pt"), str(tmp / "blip-tok"), hp, 0, str(tmp / f"{task}.pt"),
+                      str(tmp / f"{task}.json"), device=device)
+        metrics = evaluate_blip(spec_task, str(tmp / f"{task}.pt"), str(tmp / "blip-tok"), {"rerank_k": 4},
+                                str(tmp / f"{task}-eval.json"), str(tmp / f"{task}-eval.parquet"), device=device)
+        out[task] = {k: round(v, 2) for k, v in metrics.items() if k in ("accuracy", "i2t_r1", "t2i_r1")}
+    return out
+
+
+def _caption_spec(tmp: Path, vqa: dict, data: list[dict]) -> dict:
+    """The same images as a COCO Karpathy-layout caption set (the question as the caption)."""
+    train = [{"image": f"{d['image_id']}.jpg", "caption": d["question"] + " " + d["answers"][0]} for d in data]
+    test = [{"image": t["image"], "caption": [t["caption"]]} for t in train]
+    (tmp / "cap_train.json").write_text(json.dumps(train))
+    (tmp / "cap_test.json").write_text(json.dumps(test))
+    return {"layout": "coco_karpathy", "images": vqa["images"], "train": str(tmp / "cap_train.json"),
+            "test": str(tmp / "cap_test.json")}
 
 
 def spot_rate(device: str, images: list[np.ndarray]) -> float:
@@ -332,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         paths["train"] = run_check("train", check_train, args.device, small.shards[0], len(small.captions), tmp)
         paths["inpaint (LaMa, SD)"] = run_check("inpaint", check_inpaint, args.device, tmp, args.smoke)
         paths["str"] = run_check("str", check_str, args.device, tmp)
+        paths["blip"] = run_check("blip", check_blip, args.device, small, tmp)
         paths["spot"] = run_check("spot", check_spot, small, args.smoke)
         big = write_jpeg_shard(tmp / "big-000.tar", args.images, 224 if not args.smoke else 96)
         report["throughput"] = run_check("throughput", throughput, args.device, args.arch, big, args.batch_size,

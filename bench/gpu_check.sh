@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if ! "$PY" -c "import open_clip, rapidocr, webdataset, diffusers, lmdb" 2>/dev/null; then
+if ! "$PY" -c "import open_clip, rapidocr, webdataset, diffusers, lmdb, transformers" 2>/dev/null; then
   ls .whl/*.whl >/dev/null 2>&1 || { echo "missing packages and no .whl/: run bench/gpu_wheels.sh here first" >&2; exit 2; }
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}

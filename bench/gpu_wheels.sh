@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES="open_clip_torch ftfy wcwidth webdataset braceexpand rapidocr colorlog omegaconf
-pyclipper shapely diffusers importlib_metadata lmdb rapidfuzz"
+pyclipper shapely diffusers importlib_metadata lmdb rapidfuzz transformers tokenizers huggingface_hub safetensors"
 rm -rf .whl && mkdir -p .whl
 for name in $PACKAGES; do
   pin=$(grep -i -E "^${name//_/[-_]}==" requirements.txt || true)

@@ -71,6 +71,7 @@ rule blip_train:
         hparams=config["blip"]["hparams"]["pretrain"],
         seed=lambda w: int(w.seed),
         device=config["blip"]["device"],
+        gpus=config["blip"]["gpus"],
         code=code_version("blip_train"),
     wildcard_constraints:
         subset=r"[^/]+",

@@ -421,7 +421,7 @@ def study_part_paths(stage):
 
 def report_targets():
     """The HTML tables of the report; the figures are marked for it in their own rules."""
-    return [f"results/report/{name}.html" for name in REPORT_TABLES]
+    return [f"results/report/{name}.html" for name in REPORT_TABLES if name not in OWN_TARGET_TABLES]
 
 
 # --- stage `filters` (rules/filters.smk) ---

@@ -275,6 +275,26 @@ def test_tiny_pretrain_finetune_and_score(generator, sets, tokenizer_dir, tmp_pa
                       str(tmp_path / "x.pt"), str(tmp_path / "x.json"))
 
 
+def test_pretraining_under_torchrun_splits_the_shards(generator, tokenizer_dir, tmp_path):
+    """Two Gloo processes on CPU (what blip.gpus: 2 starts with NCCL on a GPU node): each reads
+    its own shard, the counts add up over both, process 0 writes a model that loads."""
+    from parrotscope.blip_model import load_pretrainer
+    from parrotscope.blip_train import launch_pretrain
+
+    shards = []
+    for i in range(2):
+        write_demo_shard({**generator, "samples_per_shard": 8}, i, str(tmp_path / f"{i}.tar"))
+        shards.append(str(tmp_path / f"{i}.tar"))
+    kwargs = dict(shards=shards, n_samples=16, tokenizer_dir=tokenizer_dir, model=TINY, hparams=HP, seed=0,
+                  out_model=str(tmp_path / "pre.pt"), out_json=str(tmp_path / "pre.json"), device="cpu", threads=1)
+    result = launch_pretrain(kwargs, 2)
+    assert result["processes"] == 2 and result["steps"] == 1            # 16 samples, 2 x 8 per step
+    assert result["counts"] == {"read": 16, "used": 16}
+    load_pretrainer(tmp_path / "pre.pt")
+    with pytest.raises(Exception, match="cannot feed 2 processes"):
+        launch_pretrain({**kwargs, "shards": shards[:1]}, 2)
+
+
 # --- the table and the plan --------------------------------------------------------------------
 
 

@@ -16,11 +16,17 @@ counts (read = used + skipped) go into each job's JSON.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import random
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -34,7 +40,7 @@ from .blip_model import (DEC, ENC, BlipPretrainer, BlipSize, blip_config, captio
                          load_pretrainer, load_tokenizer, n_parameters, save_pretrainer, steps_for, tokenize,
                          vqa_model)
 from .devices import resolve_device, set_torch_threads
-from .io import atomic_path, write_json, write_parquet
+from .io import atomic_path, read_json, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +60,8 @@ def shard_pairs(shards: Sequence[str], counts: Counter) -> Iterator[tuple[object
     captions are skipped and counted in ``counts`` (``read``, ``used``, ``skipped: reason``)."""
     import webdataset as wds
 
-    for sample in wds.WebDataset(list(shards), shardshuffle=False):
+    # Under torchrun each process is given its own shards (pretrain_blip): no node splitting here.
+    for sample in wds.WebDataset(list(shards), shardshuffle=False, nodesplitter=_own_shards):
         counts["read"] += 1
         image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
         caption = sample.get("txt", b"").decode("utf-8", "replace").strip()
@@ -71,6 +78,10 @@ def shard_pairs(shards: Sequence[str], counts: Counter) -> Iterator[tuple[object
             continue
         counts["used"] += 1
         yield img, caption
+
+
+def _own_shards(urls):
+    return urls
 
 
 def shuffled(items: Iterator, buffer: int, rng: random.Random) -> Iterator:
@@ -144,27 +155,42 @@ def pixels(images: Sequence, transform, device: str) -> torch.Tensor:
 def pretrain_blip(shards: Sequence[str], n_samples: int, tokenizer_dir: str, model: Mapping, hparams: Mapping,
                   seed: int, out_model: str, out_json: str, device: str = "auto", threads: int | None = None) -> dict:
     """Pre-train a BLIP of size ``model`` on the shards for ``hparams.epochs`` epochs of
-    ``n_samples``; write the model and a JSON of losses, steps, counts and time."""
+    ``n_samples``; write the model and a JSON of losses, steps, counts and time.
+
+    Under torchrun (:func:`launch_pretrain`) each process trains on every ``world``-th shard with
+    ``batch_size`` samples per step, gradients averaged by DistributedDataParallel (NCCL on CUDA,
+    Gloo on CPU); ITC and ITM negatives come from the process's own batch (BLIP gathers features
+    across GPUs for ITC), and process 0 writes the outputs."""
+    rank, world = _distributed()
     device = resolve_device(device)
+    if world > 1 and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
     set_torch_threads(threads)
     torch.manual_seed(int(seed))
     tok = load_tokenizer(tokenizer_dir)
     size = BlipSize.from_config(model)
     net = BlipPretrainer(blip_config(size, tok, hparams.get("label_smoothing", 0.1)),
                          tok.convert_tokens_to_ids(ENC)).to(device)
+    module = net
+    if world > 1:
+        if len(shards) < world:
+            raise BlipTrainError(f"{len(shards)} shards cannot feed {world} processes; reshard the subset")
+        shards = list(shards)[rank::world]
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.startswith("cuda") else None)
     batch_size = int(hparams["batch_size"])
-    steps = steps_for(hparams["epochs"], n_samples, batch_size)
+    steps = steps_for(hparams["epochs"], n_samples, batch_size * world)
     opt, schedule = optimiser(net, hparams, steps)
     transform = image_transform(size.image_size)
     counts: Counter = Counter()
-    gen = torch.Generator(device=device).manual_seed(int(seed))
+    gen = torch.Generator(device=device).manual_seed(int(seed) * 1000 + rank)
     history, start = [], time.perf_counter()
-    log.info("BLIP pre-training: %d parameters, %d samples, %d steps of %d", n_parameters(net), n_samples, steps,
-             batch_size)
+    log.info("BLIP pre-training: %d parameters, %d samples, %d steps of %d x %d process(es)", n_parameters(module),
+             n_samples, steps, batch_size, world)
     net.train()
-    batches = epochs_of_batches(shards, batch_size, steps, int(seed), int(hparams.get("shuffle_buffer", 1000)),
-                                counts)
-    for i, batch in enumerate(tqdm(batches, total=steps, desc="blip pretrain", mininterval=10)):
+    batches = epochs_of_batches(shards, batch_size, steps, int(seed) * 1000 + rank,
+                                int(hparams.get("shuffle_buffer", 1000)), counts)
+    for i, batch in enumerate(tqdm(batches, total=steps, desc="blip pretrain", mininterval=10, disable=rank > 0)):
         images, captions = zip(*batch)
         text = tokenize(tok, list(captions), size.max_length)
         dec = tokenize(tok, list(captions), size.max_length, DEC)
@@ -172,15 +198,57 @@ def pretrain_blip(shards: Sequence[str], n_samples: int, tokenizer_dir: str, mod
                   dec["input_ids"].to(device), lm_labels(tok, dec["input_ids"]).to(device), gen)
         step(opt, schedule, out["loss"], "BLIP pre-training", i)
         history.append({k: float(v.detach()) for k, v in out.items()})
-        if i % max(1, steps // 10) == 0 or i == steps - 1:
+        if rank == 0 and (i % max(1, steps // 10) == 0 or i == steps - 1):
             log.info("step %d/%d: %s", i + 1, steps, {k: round(v, 4) for k, v in history[-1].items()})
-    save_pretrainer(net, out_model, {"size": vars(size), "seed": int(seed)})
-    result = {"steps": steps, "batch_size": batch_size, "epochs": float(hparams["epochs"]), "n_samples": int(n_samples),
-              "samples_seen": int(counts["used"]), "passes": int(counts.pop("passes", 0)), "counts": dict(counts),
-              "first": history[0], "last": _mean_last(history), "seconds": round(time.perf_counter() - start, 1),
-              "n_parameters": n_parameters(net), "device": device, "seed": int(seed)}
-    write_json(result, out_json)
+    counts = _sum_over_processes(counts, world)
+    result = {"steps": steps, "batch_size": batch_size, "processes": world, "epochs": float(hparams["epochs"]),
+              "n_samples": int(n_samples), "samples_seen": int(counts["used"]), "passes": int(counts.pop("passes", 0)),
+              "counts": dict(counts), "first": history[0], "last": _mean_last(history),
+              "seconds": round(time.perf_counter() - start, 1), "n_parameters": n_parameters(module),
+              "device": device, "seed": int(seed)}
+    if rank == 0:
+        save_pretrainer(module, out_model, {"size": vars(size), "seed": int(seed)})
+        write_json(result, out_json)
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return result
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), with the process group started when torchrun launched several."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _sum_over_processes(counts: Counter, world: int) -> Counter:
+    """Every process's sample counts added up (each read its own shards)."""
+    if world == 1:
+        return counts
+    gathered: list = [None] * world
+    torch.distributed.all_gather_object(gathered, dict(counts))
+    return sum((Counter(c) for c in gathered), Counter())
+
+
+def launch_pretrain(kwargs: Mapping, processes: int) -> dict:
+    """:func:`pretrain_blip` in this process, or with ``processes`` > 1 under torchrun (one
+    process per GPU of this node, or per CPU worker with Gloo); returns the written JSON."""
+    if processes <= 1:
+        return pretrain_blip(**kwargs)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(dict(kwargs), fh)
+    try:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               "-m", "parrotscope.blip_train", fh.name]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        log.info("torchrun:\n%s", proc.stdout[-20000:] + proc.stderr[-20000:])
+        if proc.returncode != 0:
+            raise BlipTrainError(f"torchrun with {processes} processes failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    finally:
+        os.unlink(fh.name)
+    return read_json(kwargs["out_json"])
 
 
 def _mean_last(history: list[dict], n: int = 10) -> dict:
@@ -409,3 +477,14 @@ def _itm(net: BlipPretrainer, tokens: dict, text_rows: torch.Tensor, image_embed
     logits = net.itm_logits(tokens["input_ids"][text_rows].to(device), tokens["attention_mask"][text_rows].to(device),
                             image_embeds)
     return logits.softmax(-1)[:, 1].cpu()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """torchrun's entry: ``python -m parrotscope.blip_train KWARGS.json`` (see :func:`launch_pretrain`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pretrain_blip(**json.loads(Path(args[0]).read_text()))
+
+
+if __name__ == "__main__":
+    main()
