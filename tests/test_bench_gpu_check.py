@@ -19,7 +19,7 @@ def test_gpu_check_runs_every_path_on_cpu(tmp_path):
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(report.read_text())
-    assert set(result["paths"]) == {"score", "embed", "train", "inpaint (LaMa, SD)", "str", "spot"}
+    assert set(result["paths"]) == {"score", "embed", "train", "inpaint (LaMa, SD)", "str", "blip", "spot"}
     assert all(r["status"] == "ok" for r in result["paths"].values())
     assert result["paths"]["score"]["rank correlation fp32 vs bf16"] > 0.9
     assert set(result["throughput"]["img/s"]) == {"forward", "stage, 0 workers", "stage, 1 workers"}
