@@ -335,3 +335,27 @@ def test_blip_config_mistakes_stop_the_plan(tmp_path):
     write_config(tmp_path, cfg)
     proc = snakemake(tmp_path, "-n", "results/table7.csv", check=False)
     assert proc.returncode != 0 and "blip.subsets" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_table7_on_the_tiny_default(tiny_default):
+    """The rules and scripts end to end on the tiny default's own subsets (one subset, to keep it short)."""
+    one = tiny_default / "blip_one_subset.yaml"
+    one.write_text("blip:\n  subsets: [text_only]\n")
+    args = ("--configfile", "config.yaml", str(one), "--", "results/table7.csv")
+    snakemake(tiny_default, "-c", "2", *args, timeout=1800)
+    table = pd.read_csv(tiny_default / "results" / "table7.csv")
+    assert table["subset"].tolist() == ["text_only"]
+    assert [c for c in table.columns if c.endswith(READING_MARK)] == [
+        "TextVQA (reading)", "ST-VQA (reading)", "Cap TextCaps (reading)", "T2I TextCaps (reading)",
+        "I2T TextCaps (reading)"]
+    runs = tiny_default / "results" / "blip"
+    train = json.loads((runs / "models" / "demo" / "text_only" / "seed0" / "train.json").read_text())
+    counts = train["counts"]
+    assert counts["read"] == counts["used"] + sum(v for k, v in counts.items() if k.startswith("skipped"))
+    assert train["n_samples"] == table.loc[0, "pre-training samples"]
+    for column, task, name, metric in TABLE7_COLUMNS:
+        scores = json.loads((runs / "eval" / "demo" / "text_only" / "seed0" / f"{task}_{name}.json").read_text())
+        label = column + (READING_MARK if name in READING_SETS else "")
+        assert table.loc[0, label] == pytest.approx(round(scores[metric], 4), abs=1e-9), column
+    assert planned_jobs(tiny_default, *args) == {}
