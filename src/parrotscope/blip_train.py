@@ -161,8 +161,8 @@ def pretrain_blip(shards: Sequence[str], n_samples: int, tokenizer_dir: str, mod
     ``batch_size`` samples per step, gradients averaged by DistributedDataParallel (NCCL on CUDA,
     Gloo on CPU); ITC and ITM negatives come from the process's own batch (BLIP gathers features
     across GPUs for ITC), and process 0 writes the outputs."""
-    rank, world = _distributed()
     device = resolve_device(device)
+    rank, world = _distributed(device)
     if world > 1 and device.startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
@@ -215,11 +215,12 @@ def pretrain_blip(shards: Sequence[str], n_samples: int, tokenizer_dir: str, mod
     return result
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size), with the process group started when torchrun launched several."""
+def _distributed(device: str) -> tuple[int, int]:
+    """(rank, world size), with the process group started (NCCL on CUDA, else Gloo) when torchrun
+    launched several."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
