@@ -341,6 +341,9 @@ PROFILE_FIGURES = [
     "results/figures/fig4b_area_vs_score.png",
     "results/figures/fig4c_size_vs_parrot.png",
     "results/figures/fig5_cluster_removal_scores.png",
+    "results/figures/fig10_text_removal_examples.png",
+    "results/figures/fig17_parrot_captions.png",
+    "results/table16_parrot_captions.csv",
 ]
 
 
@@ -414,6 +417,12 @@ def study_part_paths(stage):
     """Part -> the study dataset's per-part table of ``stage`` (spot, samples)."""
     dataset = config["study_dataset"]
     return {p: f"results/{dataset}/{stage}/{p}.parquet" for p in part_names(dataset)}
+
+
+def study_inpaint_paths(mask):
+    """Part -> the study dataset's inpainted tar of mask kind ``mask`` (the configured method)."""
+    dataset, method = config["study_dataset"], config["inpaint"]["method"]
+    return {p: f"results/{dataset}/inpaint/{method}/{mask}/{p}.tar" for p in part_names(dataset)}
 
 
 # --- stage `report` (rules/report.smk) ---

@@ -98,3 +98,38 @@ rule text_figures:
         "../envs/core.yaml"
     script:
         "../scripts/text_figures.py"
+
+
+rule example_figures:
+    # Fig. 10 (images beside their text-removed copies, where removal raises and lowers S) and
+    # Table 16 / Fig. 17 (the top-S parrot captions, co-embedded words highlighted).
+    input:
+        index=index_parts(config["study_dataset"]),
+        spot=list(study_part_paths("spot").values()),
+        inpaint=list(study_inpaint_paths("all").values()),
+    output:
+        fig10=report("results/figures/fig10_text_removal_examples.png", caption="../report/fig10.rst",
+                     category="Data profile (Sec. 3)", subcategory="Galleries"),
+        fig17=report("results/figures/fig17_parrot_captions.png", caption="../report/fig17.rst",
+                     category="Data profile (Sec. 3)", subcategory="Galleries"),
+        table16="results/table16_parrot_captions.csv",
+    params:
+        spot=study_part_paths("spot"),
+        inpaint=study_inpaint_paths("all"),
+        scorer=cluster_scorer(config),
+        normalisation=config["match"]["normalisation"],
+        n_removal=config["figures"]["removal_examples"],
+        n_parrot=config["figures"]["parrot_examples"],
+        max_pixels=config["ingest"]["max_pixels"],
+        code=code_version("figures"),
+    log:
+        "logs/figures/example_figures.log",
+    benchmark:
+        "benchmarks/figures/example_figures.tsv"
+    threads: config["db"]["threads"]
+    resources:
+        mem_mb=config["db"]["mem_mb"],
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/example_figures.py"

@@ -447,3 +447,25 @@ def test_galleries_without_any_score_show_nothing(random_parts, tmp_path):
     cs = F.cluster_study(con, [str(unscored)], paths["assign"], "ref")
     picks, _ = F.text_heavy_picks(con, [str(unscored)], cs, F.cluster_profile(cs), "ref", 0.5, 3)
     assert picks.empty and cs.sums["best_key"].isna().all()
+
+
+def test_example_picks_match_pandas(random_parts, tmp_path):
+    """Fig. 10's picks are the text images of lowest and highest RSA, Table 16's the parrots of
+    highest S(raw), ties by key, undefined scores and unprocessed samples left out."""
+    index, _, _ = random_parts
+    idx = index.assign(cotr=np.where(index["is_parrot"].fillna(False).astype(bool), 0.5, 0.0),
+                       **{"ref.rsa": (index["ref.s_raw"] - index["ref.s_all"]).astype(np.float32)})
+    tied = idx.index[idx["has_text"].fillna(False).astype(bool) & idx["ref.rsa"].notna()][:2]
+    idx.loc[tied, "ref.rsa"] = np.float32(-5.0)  # the two lowest RSA, tied: the smaller key first
+    path = tmp_path / "index.parquet"
+    write_parquet(idx, path)
+    con = connect()
+    rises, falls = F.removal_picks(con, [str(path)], "ref", 5)
+    text = idx[(idx["status"] == "ok") & idx["has_text"].fillna(False).astype(bool) & idx["ref.rsa"].notna()]
+    assert rises[KEY].tolist() == text.sort_values(["ref.rsa", KEY])[KEY].head(5).tolist()
+    assert rises[KEY].tolist()[:2] == sorted(idx.loc[tied, KEY])
+    assert falls[KEY].tolist() == text.assign(neg=-text["ref.rsa"]).sort_values(["neg", KEY])[KEY].head(5).tolist()
+    parrots = F.parrot_picks(con, [str(path)], "ref", 4)
+    cand = idx[(idx["status"] == "ok") & idx["is_parrot"].fillna(False).astype(bool) & idx["ref.s_raw"].notna()]
+    assert parrots[KEY].tolist() == cand.assign(neg=-cand["ref.s_raw"]).sort_values(["neg", KEY])[KEY].head(4).tolist()
+    assert (parrots["cotr"] == 0.5).all()

@@ -599,6 +599,82 @@ def run_galleries(index_paths: Sequence[str], assign_paths: Sequence[str], spot_
 
 
 # ----------------------------------------------------------------------------------------------
+# Example figures: Fig. 10 (text as distractor or concept) and Table 16 / Fig. 17 (parrot captions)
+
+
+def removal_picks(con, index_paths: Sequence[str], scorer: str, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fig. 10: the ``n`` images with text whose S rises most when all their text is removed
+    (RSA = S(raw) - S(all removed) lowest: the text distracts from the concept) and the ``n``
+    whose S falls most (RSA highest: the text is the concept); ties by key. Two top-N queries."""
+    rsa, removed = f"{scorer}.rsa", f"{scorer}.s_all"
+    columns = [*gallery_columns(scorer), removed, rsa]
+    _require(con, index_paths, [*columns, "status", "has_text"], "parrot index")
+    wanted = ", ".join(sql_name(c) for c in columns)
+    base = (f"SELECT {wanted} FROM {parquet_source(index_paths)} "
+            f"WHERE status = 'ok' AND coalesce(has_text, false) AND {number(rsa)} IS NOT NULL")
+    key = sql_name(KEY)
+    rises = query_df(con, f"{base} ORDER BY {number(rsa)} ASC, {key} LIMIT {int(n)}")
+    falls = query_df(con, f"{base} ORDER BY {number(rsa)} DESC, {key} LIMIT {int(n)}")
+    return rises, falls
+
+
+def parrot_picks(con, index_paths: Sequence[str], scorer: str, n: int) -> pd.DataFrame:
+    """Table 16 / Fig. 17: the ``n`` parrot captions (CoTR > 0) with the highest S(raw), ties by
+    key: the pairs CLIP-score filtering keeps first."""
+    columns = [*gallery_columns(scorer), "cotr"]
+    _require(con, index_paths, [*columns, "status", "is_parrot"], "parrot index")
+    s = number(f"{scorer}.s_raw")
+    return query_df(con, f"SELECT {', '.join(sql_name(c) for c in columns)} FROM {parquet_source(index_paths)} "
+                         f"WHERE status = 'ok' AND coalesce(is_parrot, false) AND {s} IS NOT NULL "
+                         f"ORDER BY {s} DESC, {sql_name(KEY)} LIMIT {int(n)}")
+
+
+def inpainted_images(picks: pd.DataFrame, inpaint_paths: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The text-removed images of the picked keys, from their parts' inpainted tars only."""
+    from .inpaint import decode_inpainted, iter_inpainted_encoded
+
+    images: dict[str, np.ndarray] = {}
+    for part, keys in picks.groupby("part")[KEY]:
+        wanted = set(keys)
+        for key, png, _, _ in iter_inpainted_encoded(inpaint_paths[part]):
+            if key in wanted:
+                images[key] = decode_inpainted(inpaint_paths[part], key, png, rgb=True)
+    missing = set(picks[KEY]) - set(images)
+    if missing:
+        raise ValueError(f"text-removed images not found in their parts' inpainted tars: {sorted(missing)[:3]}")
+    return images
+
+
+def run_example_figures(index_paths: Sequence[str], spot_paths: Mapping[str, str], inpaint_paths: Mapping[str, str],
+                        scorer: str, normalisation: dict, n_removal: int, n_parrot: int, max_pixels: int,
+                        out_fig10: str, out_fig17: str, out_table16: str, engine: Engine = Engine()) -> None:
+    """Fig. 10 (each picked image beside its text-removed copy, S before and after), Table 16 and
+    Fig. 17 (the top-S parrot captions with their co-embedded words highlighted)."""
+    norm = Normalisation.from_config(normalisation)
+    con = connect(engine)
+    rises, falls = removal_picks(con, index_paths, scorer, n_removal)
+    parrots = parrot_picks(con, index_paths, scorer, n_parrot)
+    picks = pd.concat([rises, falls, parrots])
+    images, spots = gallery_inputs(con, picks, spot_paths, max_pixels)
+    removed = inpainted_images(pd.concat([rises, falls]), inpaint_paths)
+    s_raw, s_all, rsa = f"{scorer}.s_raw", f"{scorer}.s_all", f"{scorer}.rsa"
+    tiles, titles = [], []
+    for label, rows in (("removal raises S", rises), ("removal lowers S", falls)):
+        for tile, (_, r) in zip(_tiles(rows, images, spots, norm), rows.iterrows()):
+            tiles += [tile, render_tile(removed[r[KEY]], [], [], r["caption"], _as_set(r["co_words"]), norm)]
+            titles += [f"{label}\nS(raw) = {r[s_raw]:.3f}", f"text removed: S = {r[s_all]:.3f}\nRSA = {r[rsa]:+.3f}"]
+    save_figure(plot_gallery(tiles, titles, "Fig. 10: all spotted text removed (each image beside its inpainted "
+                                            "copy): where it distracts from the concept S rises, where it is the "
+                                            "concept S falls"), out_fig10)
+    titles = [f"S = {r[s_raw]:.3f}, CoTR = {r['cotr']:.2f}" for _, r in parrots.iterrows()]
+    save_figure(plot_gallery(_tiles(parrots, images, spots, norm), titles,
+                             f"Fig. 17: the {len(parrots)} parrot captions with the highest S"), out_fig17)
+    table = parrots.assign(co_words=[", ".join(sorted(_as_set(c))) for c in parrots["co_words"]])
+    write_csv(table[[KEY, "caption", "co_words", "cotr", s_raw]].rename(columns={s_raw: "S(raw)"}), out_table16,
+              index=False)
+
+
+# ----------------------------------------------------------------------------------------------
 # Text measures (Fig. 4)
 
 
