@@ -329,6 +329,17 @@ def test_table7_plan_on_the_tiny_config(tmp_path):
     assert "train" not in jobs           # BLIP needs the subsets' shards, not their CLIPs
 
 
+def test_demo_sets_on_real_data_fail_only_table7(tmp_path):
+    """A config for real shards keeps the default `demo` sets: every other table still plans, and
+    asking for Table 7 names the key to change."""
+    shard = tmp_path / "real-000.tar"
+    shard.write_bytes(b"")
+    write_config(tmp_path, tiny_config({"real": {"shards": str(shard), "shards_per_part": 1}}))
+    assert planned_jobs(tmp_path, "results/table1.csv")
+    proc = snakemake(tmp_path, "-n", "results/table7.csv", check=False)
+    assert proc.returncode != 0 and "blip.sets" in proc.stderr + proc.stdout
+
+
 def test_blip_config_mistakes_stop_the_plan(tmp_path):
     cfg = tiny_config()
     cfg["blip"] = {"subsets": ["nonexistent"]}
