@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from parrotscope.blip_data import (DEMO_SETS, READING_SETS, TABLE7_COLUMNS, CaptionSet, LayoutError, VqaSet,
+from parrotscope.blip_data import (DEMO_SETS, READING_SETS, TABLE7_COLUMNS, CaptionSet, LayoutError,
                                    configured_spec, demo_spec, read_set, write_demo_set)
 from parrotscope.blip_metrics import caption_tokens, cider, normalize_answer, recall_at_1, vqa_accuracy
 from parrotscope.blip_model import (DEC, ENC, BlipPretrainer, BlipSize, blip_config, build_tokenizer, captioner,
