@@ -3,9 +3,9 @@
 The model is transformers' own: :class:`~transformers.BlipForImageTextRetrieval` holds the ViT, the
 text encoder (a BERT whose layers cross-attend to the image when given it), the two projections
 and the ITM head; :class:`~transformers.BlipTextLMHeadModel` is the captioning decoder. The
-downstream models (:func:`captioner`, :func:`vqa_model`, :func:`retriever`) are transformers'
-``BlipForConditionalGeneration``, ``BlipForQuestionAnswering`` and ``BlipForImageTextRetrieval``,
-built from the pre-trained modules by name.
+downstream models (:func:`captioner`, :func:`vqa_model`) are transformers'
+``BlipForConditionalGeneration`` and ``BlipForQuestionAnswering``, built from the pre-trained
+modules by name; retrieval fine-tunes the pre-trainer itself (its ``BlipForImageTextRetrieval``).
 
 transformers has no pre-training objective, so :class:`BlipPretrainer` composes BLIP's three from
 those modules (Li et al. 2022, Sec. 3.2):
@@ -294,12 +294,6 @@ def vqa_model(pretrainer: BlipPretrainer):
                        ["vision_model", "text_encoder", "text_decoder"])
 
 
-def retriever(pretrainer: BlipPretrainer) -> BlipPretrainer:
-    """Retrieval fine-tunes the pre-trainer itself on ITC + ITM (BLIP's retrieval objective);
-    its ``retrieval`` is transformers' ``BlipForImageTextRetrieval``."""
-    return pretrainer
-
-
 def save_pretrainer(model: BlipPretrainer, path: str | os.PathLike, extra: Mapping | None = None) -> None:
     """The weights, the BlipConfig and the [ENC] id in one torch file (written atomically)."""
     from .io import atomic_path
@@ -309,14 +303,14 @@ def save_pretrainer(model: BlipPretrainer, path: str | os.PathLike, extra: Mappi
                     "state_dict": model.state_dict(), **(extra or {})}, tmp)
 
 
-def load_pretrainer(path: str | os.PathLike, device: str = "cpu") -> BlipPretrainer:
-    """A pre-trainer written by :func:`save_pretrainer`."""
+def load_pretrainer(path: str | os.PathLike, device: str = "cpu") -> tuple[BlipPretrainer, BlipSize]:
+    """A pre-trainer written by :func:`save_pretrainer`, and its size (one read of the file)."""
     from transformers import BlipConfig
 
     saved = torch.load(path, map_location=device, weights_only=False)
     model = BlipPretrainer(BlipConfig.from_dict(saved["config"]), saved["enc_token_id"])
     model.load_state_dict(saved["state_dict"])
-    return model.to(device)
+    return model.to(device), BlipSize(**saved["size"])
 
 
 def n_parameters(model: nn.Module) -> int:

@@ -291,8 +291,7 @@ def finetune_blip(task: str, spec: Mapping, pretrained: str, tokenizer_dir: str,
     torch.manual_seed(int(seed))
     tok = load_tokenizer(tokenizer_dir)
     data = read_set(spec)
-    pre = load_pretrainer(pretrained, device)
-    size = BlipSize(**torch.load(pretrained, map_location="cpu", weights_only=False)["size"])
+    pre, size = load_pretrainer(pretrained, device)
     transform = image_transform(size.image_size)
     if task == "vqa":
         if not isinstance(data, VqaSet):
