@@ -12,7 +12,7 @@ from PIL import Image
 
 from parrotscope.feed import (ArrayPairs, PairBatches, ShardPairs, pair_loader, resolve_precision,
                               resolve_workers)
-from parrotscope.inpaint import encode_png
+from parrotscope.inpainted import encode_png
 from parrotscope.io import KEY, write_parquet
 from parrotscope.score import Scorer, score_part, score_table
 from parrotscope.shards import ShardError

@@ -13,8 +13,9 @@ from PIL import Image
 from parrotscope import inpaint
 from parrotscope.inpaint import (
     INPAINTERS, Inpainter, build_masks, derangement, make_inpainter, plan_masks, rasterise,
-    read_inpainted, run_inpaint, scale_polygons, word_polygons,
+    run_inpaint, scale_polygons, word_polygons,
 )
+from parrotscope.inpainted import read_inpainted
 from parrotscope.io import write_parquet
 from parrotscope.tiny_weights import write_fake_lama, write_tiny_sd
 from parrotscope.match import Normalisation

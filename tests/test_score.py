@@ -179,7 +179,7 @@ def test_score_part_scores_raw_and_each_removal_by_key(tmp_path, scorer, images)
 
     import webdataset as wds
 
-    from parrotscope.inpaint import encode_png
+    from parrotscope.inpainted import encode_png
     from parrotscope.score import score_part
 
     rgb = [np.ascontiguousarray(np.repeat(images[i][..., None], 3, -1)) if images[i].ndim == 2

@@ -81,7 +81,7 @@ class InpaintedPairs:
     captions: dict = field(hash=False)
 
     def __iter__(self) -> Iterator[tuple[str, bytes, str]]:
-        from .inpaint import iter_inpainted_encoded
+        from .inpainted import iter_inpainted_encoded
         from .shards import ShardError
 
         for key, png, _, _ in iter_inpainted_encoded(self.tar):
@@ -90,7 +90,7 @@ class InpaintedPairs:
             yield key, png, self.captions[key]
 
     def decode(self, key: str, payload: bytes) -> np.ndarray:
-        from .inpaint import decode_inpainted
+        from .inpainted import decode_inpainted
 
         return decode_inpainted(self.tar, key, payload, rgb=True)
 
@@ -120,7 +120,7 @@ class PngImages:
             yield sample.key, sample.files["png"], ""
 
     def decode(self, key: str, payload: bytes) -> np.ndarray:
-        from .inpaint import decode_inpainted
+        from .inpainted import decode_inpainted
 
         return decode_inpainted(self.tar, key, payload, rgb=True)
 

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from .db import (Engine, KeyPartitions, QueryError, columns_of, connect, hash_partitions, number, one_row,
                  parquet_source, query_df, register_keyed_rank, sql_name, sql_string)
+from .inpainted import decode_inpainted, iter_inpainted_encoded
 from .io import KEY, atomic_path, write_csv
 from .match import Normalisation, normalise_word, truth_record
 
@@ -631,7 +632,6 @@ def parrot_picks(con, index_paths: Sequence[str], scorer: str, n: int) -> pd.Dat
 
 def inpainted_images(picks: pd.DataFrame, inpaint_paths: Mapping[str, str]) -> dict[str, np.ndarray]:
     """The text-removed images of the picked keys, from their parts' inpainted tars only."""
-    from .inpaint import decode_inpainted, iter_inpainted_encoded
 
     images: dict[str, np.ndarray] = {}
     for part, keys in picks.groupby("part")[KEY]:
