@@ -14,6 +14,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/demo.smk"
+include: "rules/mmc4.smk"
 include: "rules/ingest.smk"
 include: "rules/spot.smk"
 include: "rules/match.smk"

@@ -23,6 +23,13 @@ def check_datasets(config: dict) -> None:
                 f"config datasets.{name}: give exactly one of `shards` (your webdataset shards) "
                 f"or `generator` (the built-in demo generator), not {'both' if has_gen else 'neither'}"
             )
+        mmc4 = ds.get("format", "webdataset") == "mmc4"
+        if mmc4 and has_shards and "images" not in ds:
+            raise ConfigError(f"config datasets.{name}: an MMC4 dataset gives `images`, the folder or tar "
+                              f"(`{{doc}}` = a document file's stem) holding its images by image_name")
+        if "images" in ds and not (mmc4 and has_shards):
+            raise ConfigError(f"config datasets.{name}.images: only MMC4 documents given as `shards` "
+                              f"(`format: mmc4`) read their images from elsewhere")
 
 
 def check_generators(config: dict) -> None:

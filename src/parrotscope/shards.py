@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXT = "txt"
 
+# Status rows of a converted dataset (parrotscope.mmc4): a sample holding only its json, whose
+# CONVERTED_SKIP field names one of these reasons and whose `error` says what was wrong.
+CONVERTED_SKIP = "mmc4_skip"
+CONVERTED_SKIPS = ("image_file_missing", "text_index_out_of_range", "bad_json", "not_a_document")
 # Skip reasons, recorded in the `status`/`error` columns and counted per part.
 OK = "ok"
 SKIP_REASONS = (
@@ -68,6 +72,7 @@ SKIP_REASONS = (
     "caption_not_utf8",
     "duplicate_key",
     "truncated_shard",
+    *CONVERTED_SKIPS,
 )
 
 # What to do with a shard that is truncated, garbled or missing (see the module docstring).
@@ -569,6 +574,10 @@ def check_sample(sample: Sample, max_pixels: int) -> tuple[Checked, Image.Image 
                        n_bytes=len(data or b""), meta=meta), None
     cap_status, cap_error, caption = decode_caption(sample.files)
     base = dict(key=sample.key, shard=sample.shard, caption=caption, meta=meta)
+    converted = _parse_meta(sample.files) if ext is None else None
+    if isinstance(converted, dict) and converted.get(CONVERTED_SKIP) in CONVERTED_SKIPS:
+        return Checked(**base, status=converted[CONVERTED_SKIP], error=str(converted.get("error", "")),
+                       width=0, height=0, mode="", format="", n_bytes=0), None
     if ext is None:
         return Checked(**base, status="missing_image", error="no jpg/jpeg/png/webp member",
                        width=0, height=0, mode="", format="", n_bytes=0), None

@@ -31,6 +31,20 @@ MIXED_TEMPLATES = (
 #: they are drawn from one uniform: a kind appended here leaves the earlier kinds' draws as they were.
 CAPTION_KINDS = {"exact": "caption_exact_prob", "mixed": "caption_mixed_prob", "none": "caption_none_prob",
                  "partial": "caption_partial_prob"}
+#: The other sentences of an MMC4-like document (parrotscope.demo.documents): web prose that names
+#: no colour, shape or poster word, so an image assigned one of them has a caption without parrots.
+FILLER_SENTENCES = (
+    "thanks for reading this post",
+    "here are some pictures from our trip",
+    "leave a comment below if you have any questions",
+    "we will be back next week with more",
+    "the weather was lovely all day",
+    "scroll down to see the rest of the photos",
+    "everything was made by hand",
+    "this is one of my favourite projects so far",
+    "the kids had a great time",
+    "more details are in the links below",
+)
 #: Uninformative web captions ({n} is a random number), as LAION has plenty of.
 GENERIC_TEMPLATES = (
     "untitled",

@@ -37,6 +37,11 @@ Configuration keys (the ``demo`` section; defaults in :data:`DEFAULTS`):
     mixed_all_words_prob     mixed captions: probability of quoting all rendered words (else some)
     textfree_generic_prob    text-free images: probability of a generic, uninformative caption
     eval_concepts_per_class  held-out concept classification images per class
+    documents_per_shard      MMC4-like datasets (`format: mmc4`): documents per document file
+    images_per_document      [min, max] images of a document
+    filler_sentences         [min, max] sentences of a document besides its images' captions
+    own_sentence_prob        probability that an image is assigned its own caption (else another
+                             sentence of its document, as MMC4's similarity matching does)
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ import copy
 import numpy as np
 
 from .backgrounds import BACKGROUND_GRADIENT_PHRASES, PHOTO_CONTENT
-from .captions import CAPTION_KINDS, GENERIC_TEMPLATES, MIXED_TEMPLATES, RETRIEVAL_TEMPLATE, VISUAL_TEMPLATES
+from .captions import (CAPTION_KINDS, FILLER_SENTENCES, GENERIC_TEMPLATES, MIXED_TEMPLATES, RETRIEVAL_TEMPLATE,
+                       VISUAL_TEMPLATES)
 from .concepts import COLOR_RGB, POSITION_WORDS, SHAPE_NAMES, SIZE_WORDS
 from .fonts import FONT_DIR
 
@@ -122,6 +128,12 @@ DEFAULTS: dict = {
     "eval_concepts_per_class": 30,
     "eval_retrieval_pairs": 300,
     "eval_samples_per_shard": 1000,
+    # MMC4-like documents (a dataset with `format: mmc4`): n_shards document files of
+    # documents_per_shard documents, each with some images and sentences.
+    "documents_per_shard": 40,
+    "images_per_document": [1, 4],
+    "filler_sentences": [1, 4],
+    "own_sentence_prob": 0.8,
 }
 
 _PROBABILITY_KEYS = (
@@ -139,6 +151,7 @@ _PROBABILITY_KEYS = (
     "caption_partial_prob",
     "mixed_all_words_prob",
     "textfree_generic_prob",
+    "own_sentence_prob",
 )
 _RANGE_KEYS = ("shape_size", "photo_saturation", "photo_contrast", "font_size")
 _POSITIVE_INT_KEYS = (
@@ -147,6 +160,7 @@ _POSITIVE_INT_KEYS = (
     "eval_concepts_per_class",
     "eval_retrieval_pairs",
     "eval_samples_per_shard",
+    "documents_per_shard",
 )
 
 
@@ -198,6 +212,12 @@ def _validate_numbers(cfg: dict) -> None:
         _fail(cfg, "noise_std", "must be >= 0")
     if not 0 <= float(cfg["rotation_deg"]) <= 45:
         _fail(cfg, "rotation_deg", "must be between 0 and 45")
+    for key, low in (("images_per_document", 1), ("filler_sentences", 0)):
+        lo, hi = cfg[key]
+        if not low <= int(lo) <= int(hi) <= 999:
+            _fail(cfg, key, f"must be [min, max] with {low} <= min <= max <= 999")
+    if int(cfg["documents_per_shard"]) > 9_999_999:
+        _fail(cfg, "documents_per_shard", "at most 9,999,999 (seven-digit line numbers in keys)")
     if cfg["uppercase_prob"] + cfg["titlecase_prob"] > 1 + 1e-9:
         _fail(cfg, "titlecase_prob", "uppercase_prob + titlecase_prob must not exceed 1")
     kinds = sum(cfg[k] for k in CAPTION_KINDS.values())
@@ -267,6 +287,7 @@ def template_words(cfg: dict) -> set[str]:
         RETRIEVAL_TEMPLATE,
         *MIXED_TEMPLATES,
         *GENERIC_TEMPLATES,
+        *FILLER_SENTENCES,
         *BACKGROUND_GRADIENT_PHRASES,
         *POSITION_WORDS,
         *SIZE_WORDS,
