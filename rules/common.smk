@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
-from parrotscope.config import check_config, check_schema
+from parrotscope.config import check_config, check_schema, study_table_names, study_tables
 from parrotscope.shards import expand_shards, is_local
 
 # First a one-line error naming the key and what it expects; Snakemake's validation fills defaults.
@@ -334,15 +334,40 @@ def score_inputs(wildcards):
     return inputs
 
 
-def table_dataset(table):
-    """The dataset a curation table selects from: `curate.table_datasets`, else the study dataset."""
-    return config["curate"]["table_datasets"].get(table, config["study_dataset"])
+# --- tables per study dataset (rules/tables.smk, rules/filters.smk) ---
+
+STUDY_TABLE = "|".join(re.escape(t) for t in study_table_names(config))
+STUDY_DATASET = "|".join(re.escape(d) for d in config["study_datasets"])
+
+
+def study_datasets_with(table):
+    """The study datasets `table` is built for (study_tables), in study_datasets order."""
+    return [d for d in config["study_datasets"] if table in study_tables(config, d)]
+
+
+def shared_study_tables():
+    """The study tables built for more than one study dataset: those with a side-by-side table."""
+    return [t for t in study_table_names(config) if len(study_datasets_with(t)) > 1]
+
+
+def study_table_path(dataset, table):
+    return f"results/{dataset}/{table}.csv"
+
+
+def table_dataset(table, study=None):
+    """The dataset a curation table of study dataset ``study`` (default: the first) selects from:
+    for the first, `curate.table_datasets` or itself; any other selects from itself."""
+    study = study or config["study_dataset"]
+    if study == config["study_dataset"]:
+        return config["curate"]["table_datasets"].get(table, study)
+    return study
 
 
 def curated_models():
-    """(dataset, subset, arch, seed) of every CLIP behind a curation table row, in table order,
-    once each."""
-    models = [(table_dataset(t), *m) for t, subsets in config["curate"]["tables"].items()
+    """(dataset, subset, arch, seed) of every CLIP behind a curation table row of every study
+    dataset, in table order, once each."""
+    models = [(table_dataset(t, d), *m) for d in config["study_datasets"]
+              for t, subsets in config["curate"]["tables"].items() if t in study_tables(config, d)
               for m in trained_models(subsets)]
     return list(dict.fromkeys(models))
 
@@ -362,7 +387,7 @@ def curation_eval_path(dataset, subset, arch, seed, name):
 def curation_table_inputs(wildcards):
     """Per row (subset) and architecture: clip-benchmark results and synthetic-text measures;
     per row the subset's selection stats."""
-    dataset = table_dataset(wildcards.table)
+    dataset = table_dataset(wildcards.table, wildcards.dataset)
     subsets = config["curate"]["tables"][wildcards.table]
     models = trained_models(subsets)
     return {
@@ -374,10 +399,15 @@ def curation_table_inputs(wildcards):
 
 
 def default_targets():
-    tables = [f"results/{t}.csv" for t in config["curate"]["tables"]]
+    """Table 1; the first study dataset's tables as `results/{table}.csv`, every other study
+    dataset's in its folder, and `results/{table}_all.csv` for a table of several; the figures
+    and the report's tables."""
     study = config["study_dataset"]
-    return ["results/table1.csv", "results/table2.csv", *tables, "results/table10.csv",
-            "results/table_filters.csv", "results/figures/fig8_sync_trained.png",
+    tables = [f"results/{t}.csv" for t in study_tables(config, study)]
+    others = [study_table_path(d, t) for d in config["study_datasets"][1:] for t in study_tables(config, d)]
+    side_by_side = [f"results/{t}_all.csv" for t in shared_study_tables()]
+    fig5 = ["results/figures/fig5_relative_scores.png"] if "table2" in study_tables(config, study) else []
+    return ["results/table1.csv", *tables, *fig5, *others, *side_by_side, "results/figures/fig8_sync_trained.png",
             f"results/figures/fig6_7_synth_{study}.png", *PROFILE_FIGURES, *report_targets()]
 
 
@@ -479,8 +509,11 @@ def study_inpaint_paths(mask):
 
 
 def report_targets():
-    """The HTML tables of the report; the figures are marked for it in their own rules."""
-    return [f"results/report/{name}.html" for name in REPORT_TABLES if name not in OWN_TARGET_TABLES]
+    """The HTML tables of the report (not a study table the first study dataset does not get);
+    the figures are marked for it in their own rules."""
+    skipped = set(study_table_names(config)) - set(study_tables(config, config["study_dataset"]))
+    return [f"results/report/{name}.html" for name in REPORT_TABLES
+            if name not in OWN_TARGET_TABLES and name not in skipped]
 
 
 # --- stage `filters` (rules/filters.smk) ---
@@ -501,8 +534,8 @@ def rescore_parts(wildcards):
             for p in part_names(wildcards.dataset)]
 
 
-def filter_model_paths(subsets, name):
-    return [curation_eval_path(config["study_dataset"], *m, name) for m in trained_models(subsets)]
+def filter_model_paths(dataset, subsets, name):
+    return [curation_eval_path(dataset, *m, name) for m in trained_models(subsets)]
 
 
 def table10_models():
@@ -510,9 +543,8 @@ def table10_models():
     return [FIX_SUBSET, *FILTERS["references"]]
 
 
-def training_size_file(subset):
+def training_size_file(dataset, subset):
     """A subset's stats (its size), or parts.json for the model trained on the whole pool."""
-    dataset = config["study_dataset"]
     return f"results/{dataset}/parts.json" if subset == "pool" else f"results/{dataset}/subsets/{subset}/stats.json"
 
 

@@ -18,7 +18,7 @@ rule curate_select:
         subset=CURATE_SUBSET,
     params:
         conditions=lambda w: config["curate"]["subsets"][w.subset],
-        size=lambda w: subset_size(config, w.subset),
+        size=lambda w: subset_size(config, w.subset, w.dataset),
         seed=config["curate"]["seed"],
         scorer=curate_scorer(config),
         code=code_version("curate"),

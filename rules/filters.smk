@@ -136,22 +136,23 @@ rule filter_baseline:
 rule table10:
     # Table 10: the fix against the configured reference models (Sync. Score and DataComp groups).
     input:
-        evals=filter_model_paths(table10_models(), "benchmark.json"),
-        syncs=filter_model_paths(table10_models(), "sync.json"),
-        sizes=[training_size_file(s) for s in table10_models()],
+        evals=lambda w: filter_model_paths(w.dataset, table10_models(), "benchmark.json"),
+        syncs=lambda w: filter_model_paths(w.dataset, table10_models(), "sync.json"),
+        sizes=lambda w: [training_size_file(w.dataset, s) for s in table10_models()],
     output:
-        "results/table10.csv",
+        "results/{dataset}/table10.csv",
     params:
         subsets=table10_models(),
         archs=config["train"]["models"],
         seeds=config["train"]["seeds"],
-        dataset=config["study_dataset"],
         decimals=config["tables"]["decimals"],
         code=code_version("tables"),
+    wildcard_constraints:
+        dataset=STUDY_DATASET,
     log:
-        "logs/tables/table10.log",
+        "logs/tables/{dataset}/table10.log",
     benchmark:
-        "benchmarks/tables/table10.tsv"
+        "benchmarks/tables/{dataset}/table10.tsv"
     conda:
         "../envs/torch.yaml"
     script:
@@ -161,21 +162,23 @@ rule table10:
 rule table_filters:
     # Every filter trained and evaluated the same way, with the parrot captions each one leaves.
     input:
-        evals=filter_model_paths(filter_subsets(config), "benchmark.json"),
-        syncs=filter_model_paths(filter_subsets(config), "sync.json"),
-        stats=[f"results/{config['study_dataset']}/subsets/{s}/stats.json" for s in filter_subsets(config)],
+        evals=lambda w: filter_model_paths(w.dataset, filter_subsets(config), "benchmark.json"),
+        syncs=lambda w: filter_model_paths(w.dataset, filter_subsets(config), "sync.json"),
+        stats=lambda w: [f"results/{w.dataset}/subsets/{s}/stats.json" for s in filter_subsets(config)],
     output:
-        "results/table_filters.csv",
+        "results/{dataset}/table_filters.csv",
     params:
         subsets=filter_subsets(config),
         archs=config["train"]["models"],
         seeds=config["train"]["seeds"],
         decimals=config["tables"]["decimals"],
         code=code_version("tables"),
+    wildcard_constraints:
+        dataset=STUDY_DATASET,
     log:
-        "logs/tables/table_filters.log",
+        "logs/tables/{dataset}/table_filters.log",
     benchmark:
-        "benchmarks/tables/table_filters.tsv"
+        "benchmarks/tables/{dataset}/table_filters.tsv"
     conda:
         "../envs/torch.yaml"
     script:

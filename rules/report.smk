@@ -14,6 +14,9 @@ REPORT_TABLES = {
     "table_filters": ("Filters compared: fix, CLIP-score, T-MARS, flip-CLIP, random", "table_filters.rst"),
     "table7": ("Table 7: BLIP pre-trained on curated subsets", "table7.rst"),
 }
+# A study table of several study datasets, side by side (`results/{table}_all.csv`).
+REPORT_TABLES.update({f"{t}_all": (f"{REPORT_TABLES[t][0]}, every study dataset", "side_by_side.rst")
+                      for t in shared_study_tables()})
 # Tables that are their own targets (not in the default run): in the report when asked for,
 # e.g. `snakemake --report report.html all results/report/table7.html`.
 OWN_TARGET_TABLES = ("table7",)

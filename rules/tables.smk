@@ -27,23 +27,24 @@ rule table1:
 
 rule table2:
     input:
-        index=index_parts(config["study_dataset"]),
-        assign=assign_parts(config["study_dataset"]) if config["tables"]["cluster_spread"] else [],
+        index=lambda w: index_parts(w.dataset),
+        assign=lambda w: assign_parts(w.dataset) if config["tables"]["cluster_spread"] else [],
     output:
-        table="results/table2.csv",
-        figure=report("results/figures/fig5_relative_scores.png", caption="../report/fig5_right.rst",
-                      category="Text removal (Sec. 4)", subcategory="Figures"),
+        table="results/{dataset}/table2.csv",
+        figure="results/{dataset}/figures/fig5_relative_scores.png",
     params:
         scorers=list(config["score"]["scorers"]),
         decimals=config["tables"]["decimals"],
         code=code_version("tables"),
+    wildcard_constraints:
+        dataset=STUDY_DATASET,
     threads: config["db"]["threads"]
     resources:
         mem_mb=config["db"]["mem_mb"],
     log:
-        "logs/tables/table2.log",
+        "logs/tables/{dataset}/table2.log",
     benchmark:
-        "benchmarks/tables/table2.tsv"
+        "benchmarks/tables/{dataset}/table2.tsv"
     conda:
         "../envs/core.yaml"
     script:
@@ -56,7 +57,7 @@ rule curation_table:
     input:
         unpack(curation_table_inputs),
     output:
-        "results/{table}.csv",
+        "results/{dataset}/{table}.csv",
     params:
         subsets=lambda w: config["curate"]["tables"][w.table],
         archs=config["train"]["models"],
@@ -64,15 +65,76 @@ rule curation_table:
         decimals=config["tables"]["decimals"],
         code=code_version("tables"),
     wildcard_constraints:
-        table="table3|table4|table5|table6",
+        dataset=STUDY_DATASET,
+        table="|".join(config["curate"]["tables"]) or "(?!)",
     log:
-        "logs/tables/{table}.log",
+        "logs/tables/{dataset}/{table}.log",
     benchmark:
-        "benchmarks/tables/{table}.tsv"
+        "benchmarks/tables/{dataset}/{table}.tsv"
     conda:
         "../envs/core.yaml"
     script:
         "../scripts/curation_table.py"
+
+
+rule study_table:
+    # The first study dataset's tables are the design card's `results/table3.csv` and so on.
+    input:
+        lambda w: study_table_path(config["study_dataset"], w.table),
+    output:
+        "results/{table}.csv",
+    params:
+        dataset=config["study_dataset"],
+    wildcard_constraints:
+        table=STUDY_TABLE,
+    log:
+        "logs/tables/{table}.study.log",
+    benchmark:
+        "benchmarks/tables/{table}.study.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/copy_result.py"
+
+
+rule study_fig5:
+    input:
+        f"results/{config['study_dataset']}/figures/fig5_relative_scores.png",
+    output:
+        report("results/figures/fig5_relative_scores.png", caption="../report/fig5_right.rst",
+               category="Text removal (Sec. 4)", subcategory="Figures"),
+    params:
+        dataset=config["study_dataset"],
+    log:
+        "logs/tables/fig5_relative_scores.study.log",
+    benchmark:
+        "benchmarks/tables/fig5_relative_scores.study.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/copy_result.py"
+
+
+rule study_table_all:
+    # A study table of every study dataset side by side, a `dataset` column first (the paper's
+    # Tables 11-12 are Tables 2-3 on CC12M).
+    input:
+        lambda w: [study_table_path(d, w.table) for d in study_datasets_with(w.table)],
+    output:
+        "results/{table}_all.csv",
+    params:
+        datasets=lambda w: study_datasets_with(w.table),
+        code=code_version("tables"),
+    wildcard_constraints:
+        table=STUDY_TABLE,
+    log:
+        "logs/tables/{table}_all.log",
+    benchmark:
+        "benchmarks/tables/{table}_all.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/study_table_all.py"
 
 
 rule fig8:

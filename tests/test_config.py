@@ -81,3 +81,24 @@ def test_generator_relations_are_checked_at_planning_time():
     cfg = {"datasets": {"demo": {"generator": {"caption_exact_prob": 0.9}}}}
     with pytest.raises(ConfigError, match="datasets.demo.generator"):
         check_config(cfg)
+
+
+def test_study_datasets_default_to_the_old_key_and_are_checked():
+    two = {"a": {"shards": "a.tar"}, "b": {"shards": "b.tar"}}
+    assert validated({"datasets": two})["study_datasets"] == ["a"]
+    old = validated({"datasets": two, "study_dataset": "b"})
+    assert old["study_datasets"] == ["b"] and old["study_dataset"] == "b"
+    new = validated({"datasets": two, "study_datasets": ["b", "a"], "study_tables": {"a": ["table2"]}})
+    assert new["study_dataset"] == "b"
+    from parrotscope.config import study_tables
+    assert study_tables(new, "a") == ["table2"] and study_tables(new, "b")[0] == "table2"
+    assert study_tables(new, "b")[-2:] == ["table10", "table_filters"]
+    for change, message in [
+        ({"study_datasets": ["a", "c"]}, "'c' is not one of datasets"),
+        ({"study_datasets": ["a", "a"]}, "names a dataset twice"),
+        ({"study_datasets": ["a", "b"], "study_dataset": "b"}, "differs from the first"),
+        ({"study_datasets": ["a"], "study_tables": {"b": ["table2"]}}, "not one of study_datasets"),
+        ({"study_datasets": ["a", "b"], "study_tables": {"b": ["table9"]}}, "not study tables"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            validated({"datasets": two, **change})

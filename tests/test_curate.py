@@ -232,6 +232,11 @@ def test_subset_size_follows_its_table():
     assert subset_size(cfg, "no_text") == 1000
     assert subset_size(cfg, "rsa_ge_0.3") == 60
     assert subset_size(cfg, "not_in_a_table") == 60
+    # Per dataset: one number for all its subsets, or per table (else the table's or the global size).
+    cfg["curate"]["dataset_sizes"] = {"cc12m": {"table5": 7}, "mmc4": 9}
+    assert [subset_size(cfg, s, "cc12m") for s in ("no_text", "rsa_ge_0.3", "x")] == [1000, 7, 60]
+    assert [subset_size(cfg, s, "mmc4") for s in ("no_text", "rsa_ge_0.3", "x")] == [9, 9, 9]
+    assert subset_size(cfg, "rsa_ge_0.3", "laion") == 60
 
 
 def test_only_score_criteria_need_the_scored_index():

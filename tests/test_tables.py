@@ -271,3 +271,14 @@ def test_table10_and_filters_table_over_seeds():
     assert filters.loc["filter_fix", "tiny-rn IN"] == pytest.approx(0.6)
     assert filters.loc["filter_fix", "tiny-rn IN seed std"] == pytest.approx(0.1414, abs=1e-4)
     assert filters.loc["filter_clip_score", "share parrot"] == 0.5 and "share parrot seed std" not in filters
+
+
+def test_side_by_side_keeps_each_datasets_rows_in_order_with_the_dataset_first():
+    from parrotscope.tables import side_by_side
+
+    laion = pd.DataFrame({"IN": [0.1, 0.2]}, index=pd.Index(["random", "no_text"], name="subset"))
+    cc12m = pd.DataFrame({"IN": [0.3], "Ret.": [0.4]}, index=pd.Index(["random"], name="subset"))
+    table = side_by_side({"laion": laion, "cc12m": cc12m})
+    assert list(table.columns) == ["dataset", "subset", "IN", "Ret."]
+    assert table[["dataset", "subset"]].values.tolist() == [["laion", "random"], ["laion", "no_text"], ["cc12m", "random"]]
+    assert table["IN"].tolist() == [0.1, 0.2, 0.3] and table["Ret."].isna().tolist() == [True, True, False]

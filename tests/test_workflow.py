@@ -159,10 +159,10 @@ def test_an_ocr_setting_reruns_spot_and_everything_downstream(tiny_run):
 
 def test_an_inpainting_setting_reruns_inpaint_onwards_but_not_spot(tiny_run):
     jobs = change(tiny_run, "inpaint", "inpaint:\n  dilate_px: 3\n")
-    assert set(jobs) - {"all"} == {"inpaint", "score", "index", "table2"}
+    assert set(jobs) - {"all"} == {"inpaint", "score", "index", "table2", "study_table"}
     # Another method: new inpainted tars (all four masks), then the scores; no spotting.
     jobs = change(tiny_run, "method", "inpaint:\n  method: lama\n  lama:\n    checkpoint: big-lama.pt\n")
-    assert set(jobs) - {"all"} == {"inpaint", "score", "index", "table2"}
+    assert set(jobs) - {"all"} == {"inpaint", "score", "index", "table2", "study_table"}
 
 
 def test_a_training_setting_reruns_train_and_what_uses_the_model(tiny_run):
@@ -170,11 +170,12 @@ def test_a_training_setting_reruns_train_and_what_uses_the_model(tiny_run):
     assert change(tiny_run, "train", "train:\n  hparams:\n    lr: 0.002\n") == {}
     # ... and Table 3 retrains, re-evaluates and rebuilds, nothing else.
     jobs = planned_jobs(tiny_run, "results/table3.csv", "--configfile", str(tiny_run / "train.yaml"))
-    assert set(jobs) - {"all"} == {"train", "evaluate", "evaluate_sync", "curation_table"}
+    assert set(jobs) - {"all"} == {"train", "evaluate", "evaluate_sync", "curation_table", "study_table"}
     # The reference CLIP's settings: it retrains, and everything it scores follows, with the image
     # clusters of its embeddings that Table 2's cluster spread reads (tables.cluster_spread).
     jobs = change(tiny_run, "reference", "train:\n  reference_hparams:\n    lr: 0.002\n")
-    assert set(jobs) - {"all"} == {"train", "score", "index", "embed", "cluster_fit", "cluster_assign", "table2"}
+    assert set(jobs) - {"all"} == {"train", "score", "index", "embed", "cluster_fit", "cluster_assign", "table2",
+                                   "study_table"}
 
 
 def test_a_second_training_seed_trains_only_the_table_rows_again(tiny_run):
@@ -184,12 +185,43 @@ def test_a_second_training_seed_trains_only_the_table_rows_again(tiny_run):
     assert jobs == {}  # Tables 1-2 do not use the seeds
     jobs = planned_jobs(tiny_run, "results/table3.csv", "--configfile", str(tiny_run / "seeds.yaml"))
     rows = len(pd.read_csv(tiny_run / "results" / "table3.csv"))
-    assert jobs == {"train": rows, "evaluate": rows, "evaluate_sync": rows, "curation_table": 1}
+    assert jobs == {"train": rows, "evaluate": rows, "evaluate_sync": rows, "curation_table": 1, "study_table": 1}
 
 
 def test_a_table_setting_reruns_only_tables(tiny_run):
     jobs = change(tiny_run, "tables", "tables:\n  decimals: 3\n")
-    assert set(jobs) - {"all"} == {"table1", "table2"}
+    assert set(jobs) - {"all"} == {"table1", "table2", "study_table"}
+
+
+def test_every_study_dataset_gets_its_tables_and_the_first_the_design_cards(tiny_run):
+    """Table 2 of both study datasets, side by side; results/table2.csv is the first one's."""
+    results = tiny_run / "results"
+    first = pd.read_csv(results / "demo" / "table2.csv", index_col=0)
+    assert pd.read_csv(results / "table2.csv", index_col=0).equals(first)
+    mix = pd.read_csv(results / "demo_mix" / "table2.csv", index_col=0)
+    both = pd.read_csv(results / "table2_all.csv")
+    assert both["dataset"].tolist() == ["demo"] * len(first) + ["demo_mix"] * len(mix)
+    assert both.iloc[len(first):, 2:].reset_index(drop=True).equals(mix.reset_index(drop=True))
+    assert not (results / "demo_mix" / "table3.csv").exists()  # study_tables: Table 2 only
+
+
+def test_a_second_study_datasets_curation_table_trains_on_its_own_pool(tmp_path):
+    """Planned only (no run): Table 3 of demo_mix selects from and trains on demo_mix; the old
+    `study_dataset` key still names the study pool."""
+    cfg = tiny_config()
+    cfg["study_tables"] = {"demo_mix": ["table2", "table3"]}
+    cfg["curate"]["dataset_sizes"] = {"demo_mix": {"table3": 4}}
+    write_config(tmp_path, cfg)
+    out = snakemake(tmp_path, "-n", "results/demo_mix/table3.csv", "results/table3_all.csv").stdout
+    assert set(re.findall(r"results/models/(\w+)/text_only/", out)) == {"demo", "demo_mix"}
+    assert "results/demo_mix/subsets/no_text/keys.parquet" in out
+    cfg = tiny_config()
+    for key in ("study_datasets", "study_tables"):
+        cfg.pop(key)
+    cfg["study_dataset"] = "demo_mix"
+    write_config(tmp_path, cfg)
+    out = snakemake(tmp_path, "-n", "results/table3.csv").stdout
+    assert "results/demo_mix/table3.csv" in out and "results/models/demo/" not in out
 
 
 def readme_plan_commands() -> list[list[str]]:

@@ -21,11 +21,13 @@ def write_config(workdir: Path, config: dict) -> Path:
 
 def tiny_config(datasets: dict | None = None) -> dict:
     """tests/configs/tiny.yaml; with ``datasets``, those instead of its own (and without its
-    `curate.table_datasets`, which name the tiny demo_mix that is then gone)."""
+    `curate.table_datasets` and study datasets, which name the tiny demo_mix that is then gone)."""
     cfg = yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
     if datasets is not None:
         cfg["datasets"] = datasets
         cfg["curate"].pop("table_datasets")
+        cfg.pop("study_datasets")
+        cfg.pop("study_tables")
     return cfg
 
 

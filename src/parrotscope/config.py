@@ -45,20 +45,54 @@ def check_generators(config: dict) -> None:
 
 
 def fill_derived_defaults(config: dict) -> None:
-    """Defaults that depend on other keys: the study dataset is the first configured dataset, and
-    its scorer is a reference CLIP (tiny-rn) the workflow trains on that dataset's pool."""
-    if config.get("study_dataset") is None:
-        config["study_dataset"] = next(iter(config["datasets"]))
+    """Defaults that depend on other keys: the study datasets are `study_dataset` (the old key) or
+    else the first configured dataset; `study_dataset` is the first study dataset, whose tables are
+    the design card's `results/table3.csv` and so on; its scorer is a reference CLIP (tiny-rn) the
+    workflow trains on that dataset's pool."""
+    studies = config.get("study_datasets")
+    if studies:
+        if config.get("study_dataset") not in (None, studies[0]):
+            raise ConfigError(f"config study_dataset: {config['study_dataset']!r} differs from the first of "
+                              f"study_datasets {studies}; give study_datasets alone")
+        config["study_dataset"] = studies[0]
+    else:
+        if config.get("study_dataset") is None:
+            config["study_dataset"] = next(iter(config["datasets"]))
+        config["study_datasets"] = [config["study_dataset"]]
+    config.setdefault("study_tables", {})
     score = config.setdefault("score", {})
     if not score.get("scorers"):
         score["scorers"] = {"ref": {"arch": "tiny-rn", "trained_on": config["study_dataset"]}}
 
 
 def check_study(config: dict) -> None:
-    study = config.get("study_dataset")
-    if study not in config["datasets"]:
-        raise ConfigError(f"config study_dataset: {study!r} is not one of datasets "
-                          f"{sorted(config['datasets'])}")
+    """Study datasets are configured datasets, once each; `study_tables` names study datasets and
+    the tables built per dataset (:func:`study_table_names`)."""
+    key = "study_datasets" if len(config["study_datasets"]) > 1 else "study_dataset"
+    for study in config["study_datasets"]:
+        if study not in config["datasets"]:
+            raise ConfigError(f"config {key}: {study!r} is not one of datasets {sorted(config['datasets'])}")
+    if len(set(config["study_datasets"])) < len(config["study_datasets"]):
+        raise ConfigError(f"config study_datasets: {config['study_datasets']} names a dataset twice")
+    known = study_table_names(config)
+    for study, tables in config["study_tables"].items():
+        if study not in config["study_datasets"]:
+            raise ConfigError(f"config study_tables.{study}: not one of study_datasets {config['study_datasets']}")
+        unknown = [t for t in tables if t not in known]
+        if unknown:
+            raise ConfigError(f"config study_tables.{study}: {unknown} are not study tables {known}")
+
+
+def study_table_names(config: dict) -> list[str]:
+    """The tables built per study dataset: Table 2, the curation tables (curate.tables), Table 10
+    and the filters table."""
+    return ["table2", *((config.get("curate") or {}).get("tables") or {}), "table10", "table_filters"]
+
+
+def study_tables(config: dict, dataset: str) -> list[str]:
+    """The tables built for one study dataset: `study_tables.<dataset>`, else every study table."""
+    chosen = config["study_tables"].get(dataset)
+    return [t for t in study_table_names(config) if chosen is None or t in chosen]
 
 
 def check_scorers(config: dict) -> None:

@@ -373,13 +373,20 @@ def subset_wildcard(names: Iterable[str]) -> str:
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
-def subset_size(config: Mapping, subset: str) -> int:
-    """The size of a subset: that of the first curation table listing it (``curate.table_sizes``),
+def subset_size(config: Mapping, subset: str, dataset: str | None = None) -> int:
+    """The size of a subset of ``dataset``: ``curate.dataset_sizes.<dataset>`` (a number, or that
+    of the first curation table listing the subset), else that table's ``curate.table_sizes``,
     else ``curate.size``. Subsets of one table always share a size, as the paper's do."""
     cur = config["curate"]
+    per_dataset = (cur.get("dataset_sizes") or {}).get(dataset)
+    if isinstance(per_dataset, int):
+        return per_dataset
     for table, names in (cur.get("tables") or {}).items():
-        if subset in names and table in (cur.get("table_sizes") or {}):
-            return int(cur["table_sizes"][table])
+        if subset not in names:
+            continue
+        for sizes in (per_dataset or {}, cur.get("table_sizes") or {}):
+            if table in sizes:
+                return int(sizes[table])
     return int(cur["size"])
 
 
@@ -404,6 +411,12 @@ def check_curate(config: Mapping) -> None:
         if table not in (cur.get("tables") or {}):
             raise CurateError(f"config curate.table_sizes.{table}: not a table of curate.tables")
     datasets = config.get("datasets") or {}
+    for dataset, sizes in (cur.get("dataset_sizes") or {}).items():
+        if dataset not in datasets:
+            raise CurateError(f"config curate.dataset_sizes.{dataset}: not one of datasets {sorted(datasets)}")
+        unknown = [t for t in (sizes if isinstance(sizes, dict) else {}) if t not in (cur.get("tables") or {})]
+        if unknown:
+            raise CurateError(f"config curate.dataset_sizes.{dataset}: {unknown} are not tables of curate.tables")
     for table, dataset in (cur.get("table_datasets") or {}).items():
         if table not in (cur.get("tables") or {}):
             raise CurateError(f"config curate.table_datasets.{table}: not a table of curate.tables")
@@ -411,7 +424,8 @@ def check_curate(config: Mapping) -> None:
             raise CurateError(f"config curate.table_datasets.{table}: {dataset!r} is not one of datasets "
                               f"{sorted(datasets)}")
     n_shards = cur.get("n_shards")
-    sizes = [cur.get("size"), *(cur.get("table_sizes") or {}).values()]
+    per_dataset = [v for d in (cur.get("dataset_sizes") or {}).values() for v in (d.values() if isinstance(d, dict) else [d])]
+    sizes = [cur.get("size"), *(cur.get("table_sizes") or {}).values(), *per_dataset]
     size = min((s for s in sizes if s is not None), default=None)
     if size is not None and n_shards is not None and n_shards > size:
         raise CurateError(f"config curate.n_shards ({n_shards}) exceeds curate.size ({size}): "

@@ -163,6 +163,13 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, **kwargs) -> None:
         df.to_csv(tmp, **kwargs)
 
 
+def copy_file(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy a file's bytes to ``path`` atomically (a result published under a second name)."""
+    suffix = "".join(Path(path).suffixes[-1:])
+    with atomic_path(path, suffix=suffix) as tmp:
+        shutil.copyfile(source, tmp)
+
+
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Consecutive lists of ``size`` items from a stream (the last one shorter), holding one at a time."""
     batch: list[T] = []

@@ -567,3 +567,27 @@ def run_table7(entries: list[dict], out_csv: str, decimals: int = 4) -> pd.DataF
     table = build_table7(loaded, subsets).round(decimals)
     write_csv(table, out_csv, index=False)
     return table
+
+
+# --- several study datasets ----------------------------------------------------------------------
+
+
+def side_by_side(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One study table of several datasets: each dataset's rows in its order, a ``dataset`` column
+    first (the paper's supplement repeats Tables 2-3 on CC12M as Tables 11-12). Columns missing for
+    a dataset stay empty."""
+    if not tables:
+        raise ValueError("side_by_side needs at least one dataset's table")
+    parts = []
+    for dataset, table in tables.items():
+        part = table.reset_index()
+        part.insert(0, "dataset", dataset)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def run_side_by_side(paths: Sequence[str], datasets: Sequence[str], out_csv: str) -> None:
+    """Read each dataset's table (first column = row names) and write them side by side."""
+    if len(paths) != len(datasets):
+        raise ValueError(f"{len(paths)} tables for {len(datasets)} datasets")
+    write_csv(side_by_side({d: pd.read_csv(p, index_col=0) for d, p in zip(datasets, paths)}), out_csv, index=False)
