@@ -372,10 +372,10 @@ def curated_models():
     return list(dict.fromkeys(models))
 
 
-def model_labels(models):
+def model_labels(models, with_seed=True):
     """Labels of (dataset, subset, arch, seed) models in figures: the dataset when it is not the
-    study dataset, the seed only when there are several."""
-    several = len(config["train"]["seeds"]) > 1
+    study dataset, the seed only when there are several (and ``with_seed``)."""
+    several = with_seed and len(config["train"]["seeds"]) > 1
     return [(f"{d}/" if d != config["study_dataset"] else "") + f"{s} {a}"
             + (f" seed {seed}" if several else "") for d, s, a, seed in models]
 
@@ -408,6 +408,7 @@ def default_targets():
     side_by_side = [f"results/{t}_all.csv" for t in shared_study_tables()]
     fig5 = ["results/figures/fig5_relative_scores.png"] if "table2" in study_tables(config, study) else []
     return ["results/table1.csv", *tables, *fig5, *others, *side_by_side, "results/figures/fig8_sync_trained.png",
+            *fig9_targets(),
             f"results/figures/fig6_7_synth_{study}.png", *PROFILE_FIGURES, *report_targets()]
 
 
@@ -503,6 +504,28 @@ def study_inpaint_paths(mask):
     """Part -> the study dataset's inpainted tar of mask kind ``mask`` (the configured method)."""
     dataset, method = config["study_dataset"], config["inpaint"]["method"]
     return {p: f"results/{dataset}/inpaint/{method}/{mask}/{p}.tar" for p in part_names(dataset)}
+
+
+# --- stage `heldout` (rules/heldout.smk) ---
+
+
+def heldout_parts(dataset):
+    """The parts Fig. 9's held-out pairs come from: the first `figures.fig9_parts` (null: all)."""
+    n = config["figures"]["fig9_parts"]
+    return part_names(dataset)[:n] if n else part_names(dataset)
+
+
+def heldout_removed_tars(dataset):
+    """Part -> its inpainted tar of mask `all` (the configured method), for those parts."""
+    method = config["inpaint"]["method"]
+    return {p: f"results/{dataset}/inpaint/{method}/all/{p}.tar" for p in heldout_parts(dataset)}
+
+
+def fig9_targets():
+    """Fig. 9 and its table, when a held-out split is configured."""
+    if not config["heldout"]["fraction"]:
+        return []
+    return ["results/figures/fig9_heldout_scores.png", "results/fig9_heldout_scores.csv"]
 
 
 # --- stage `report` (rules/report.smk) ---

@@ -15,6 +15,7 @@ rule index_text:
         "results/{dataset}/index_text/{part}.parquet",
     params:
         scorers=[],
+        heldout=config["heldout"],
         code=code_version("index"),
     log:
         "logs/index/{dataset}/text_{part}.log",
@@ -41,6 +42,7 @@ rule index:
         "results/{dataset}/index/{part}.parquet",
     params:
         scorers=list(config["score"]["scorers"]),
+        heldout=config["heldout"],
         code=code_version("index"),
     log:
         "logs/index/{dataset}/{part}.log",

@@ -247,13 +247,17 @@ def test_dedup_within_clusters_keeps_the_best_scored_and_never_crosses_clusters(
 
 
 def ref_pool(paths, scorer, aesthetic=False, variant=None):
-    """The index parts concatenated in part order, with the filter tables merged by key."""
+    """The index parts concatenated in part order, without the held-out split (counted in
+    ``attrs``), with the filter tables merged by key."""
     pool = pd.concat([pd.read_parquet(p) for p in paths["index"]], ignore_index=True)
+    held = pool["heldout"].fillna(False).astype(bool) if "heldout" in pool else pd.Series(False, index=pool.index)
+    pool = pool[~held].reset_index(drop=True)
     joins = [("assign", "cluster")] + ([("aesthetic", "aesthetic")] if aesthetic else [])
     joins += [(variant, f"s_{variant}")] if variant else []
     for name, column in joins:
         table = pd.concat([pd.read_parquet(p, columns=[KEY, column]) for p in paths[name]], ignore_index=True)
         pool = pool.merge(table, on=KEY, how="left", validate="one_to_one")
+    pool.attrs["n_heldout"] = int(held.sum())
     return pool
 
 
@@ -293,7 +297,7 @@ def ref_fix(pool, scorer, settings, embeddings):
                      "dedup_threshold": settings.dedup_threshold,
                      "dedup_order": "within each cluster: S(raw) descending, ties by key; keep-first"},
         "n_index": len(pool), "n_ok": len(ok), "n_skipped": len(pool) - len(ok),
-        "removed": removed, "n_clusters_left": int(left["cluster"].nunique()),
+        "n_heldout": pool.attrs["n_heldout"], "removed": removed, "n_clusters_left": int(left["cluster"].nunique()),
         "n_eligible": len(chosen), "n_selected": len(chosen), "size": len(chosen), **ref_summary(chosen, scorer),
     }
     return ref_keys(chosen), stats
@@ -351,7 +355,7 @@ def ref_baseline(method, pool, scorer, size, seed, fractions):
         "fraction": fractions.get(method), "seed": seed,
         "median_score": float(np.median(scores[finite])) if finite.any() else None,
         "n_index": len(pool), "n_ok": len(ok), "n_skipped": len(pool) - len(ok),
-        "n_scored": int(finite.sum()), "n_eligible": n_eligible, "size": size, "n_selected": len(chosen), **how,
+        "n_heldout": pool.attrs["n_heldout"], "n_scored": int(finite.sum()), "n_eligible": n_eligible, "size": size, "n_selected": len(chosen), **how,
         "mean_filter_score": float(np.nanmean(scores[taken])) if len(taken) else None,
         **ref_summary(chosen, scorer),
     }
@@ -609,7 +613,8 @@ def test_tmars_needs_masked_scores_for_text_images(tmp_path):
 def messy_pool(seed, n=90, parts=3):
     """Parts with unsorted keys, failed samples, undefined flags, float32 scores on a coarse grid
     (ties everywhere, some exactly float32(0.3) at the threshold), NaN and infinite scores,
-    aesthetics at the threshold, and groups of near-duplicate images in a few clusters."""
+    aesthetics at the threshold, groups of near-duplicate images in a few clusters, and a held-out
+    split (Fig. 9) that no filter may take."""
     rng = np.random.default_rng(seed)
     keys = [f"{rng.integers(1e6):06d}-{i}" for i in range(n)]
     grid = np.array([0.1, 0.25, 0.3, 0.3, 0.35, 0.4, 0.4, 0.55, np.nan], dtype=np.float32)
@@ -629,6 +634,7 @@ def messy_pool(seed, n=90, parts=3):
         "cluster": rng.integers(0, 4, n).astype(float),
         "s_tmars": np.where(has_text == True, rng.choice(grid[:-1], n), np.nan).astype(np.float32),  # noqa: E712
         "s_flip": rng.choice(grid, n),
+        "heldout": np.random.default_rng([seed, 9]).random(n) < 0.1,  # its own stream: the rest as before
     })
     pool.loc[pool["status"] != "ok", ["ref.s_raw", "cluster"]] = np.nan
     base = rng.normal(size=(3, 8)).astype(np.float32)  # the same three looks in every cluster
@@ -762,7 +768,7 @@ FILTER_ROWS = ["filter_fix", "filter_clip_score", "filter_tmars", "filter_flip_c
 def test_workflow_builds_both_tables_from_equal_size_subsets(filters_run):
     subsets = filters_run / "results" / "demo" / "subsets"
     fix = read_json(subsets / "filter_fix" / "stats.json")
-    assert fix["n_index"] == 24 and fix["n_ok"] + fix["n_skipped"] == 24
+    assert fix["n_index"] + fix["n_heldout"] == 24 and fix["n_ok"] + fix["n_skipped"] == fix["n_index"]
     assert fix["n_ok"] == sum(fix["removed"].values()) + fix["n_selected"]
     assert fix["removed"]["spotted text"] > 0 and fix["shares"]["share w/ text"] == 0.0
     table = pd.read_csv(filters_run / "results" / "table_filters.csv", index_col=0)

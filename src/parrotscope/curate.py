@@ -48,10 +48,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from pandas.util import hash_array
 
 from .db import Engine, columns_of, connect, one_row, parquet_source, query_df, register_keyed_rank, sql_name, sql_string
 from .io import KEY, write_json, write_parquet
+from .keyhash import hash_key, keyed_hashes
 
 log = logging.getLogger(__name__)
 
@@ -247,16 +247,17 @@ def eligible_sql(con, source: str, types: Mapping[str, str], conditions: Sequenc
 
 
 def _hash_key(seed: int) -> str:
-    """pandas' SipHash takes a 16-character key: the seed written with 16 digits."""
-    if not 0 <= int(seed) < 10 ** 16:
-        raise CurateError(f"a sampling seed (curate.seed, filters.seed, figures.seed) must be in [0, 10^16), got {seed}")
-    return f"{int(seed):016d}"
+    try:
+        return hash_key(seed)
+    except ValueError as exc:
+        raise CurateError(str(exc)) from exc
 
 
 def sample_keys(keys: pd.Series, size: int, seed: int) -> np.ndarray:
     """Positions of ``size`` keys drawn uniformly without replacement: the lowest keyed hashes."""
     values = np.asarray(keys, dtype=object)
-    ranks = hash_array(values, hash_key=_hash_key(seed), categorize=False)
+    _hash_key(seed)
+    ranks = keyed_hashes(values, seed)
     order = np.lexsort((values, ranks))  # last key sorts first: by hash, ties by key
     return order[:size]
 
@@ -298,10 +299,12 @@ def select_subset(index_paths: Sequence[str], conditions: Iterable[Sequence[Any]
     for col in (KEY, "part", "shard", "status"):
         if col not in types:
             raise CurateError(f"the index has no {col!r} column; rebuild it with the index stage")
-    where = eligible_sql(con, source, types, parsed, name)
-    n_index, n_ok, n_eligible = one_row(con, 
-        f"SELECT count(*), count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE {where}) "
-        f"FROM {source}")
+    # The held-out split (index column `heldout`, Fig. 9) is in no subset.
+    held = "coalesce(heldout, false)" if "heldout" in types else "false"
+    where = f"{eligible_sql(con, source, types, parsed, name)} AND NOT {held}"
+    n_index, n_ok, n_heldout, n_eligible = one_row(con,
+        f"SELECT count(*), count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'ok' AND {held}), "
+        f"count(*) FILTER (WHERE {where}) FROM {source}")
     if n_eligible < size:
         raise SubsetTooSmall(
             f"subset {name!r} ({describe(parsed)}): {n_eligible} status-ok samples qualify, "
@@ -325,6 +328,7 @@ def select_subset(index_paths: Sequence[str], conditions: Iterable[Sequence[Any]
         "scorer": scorer,
         "n_index": int(n_index),
         "n_ok": int(n_ok),
+        "n_heldout": int(n_heldout),
         "n_eligible": int(n_eligible),
         "n_selected": int(len(chosen)),
         **subset_stats(chosen, scorer),
@@ -424,7 +428,8 @@ def check_curate(config: Mapping) -> None:
             raise CurateError(f"config curate.table_datasets.{table}: {dataset!r} is not one of datasets "
                               f"{sorted(datasets)}")
     n_shards = cur.get("n_shards")
-    per_dataset = [v for d in (cur.get("dataset_sizes") or {}).values() for v in (d.values() if isinstance(d, dict) else [d])]
+    per_dataset = [v for sizes in (cur.get("dataset_sizes") or {}).values()
+                   for v in (sizes.values() if isinstance(sizes, dict) else [sizes])]
     sizes = [cur.get("size"), *(cur.get("table_sizes") or {}).values(), *per_dataset]
     size = min((s for s in sizes if s is not None), default=None)
     if size is not None and n_shards is not None and n_shards > size:

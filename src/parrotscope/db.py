@@ -303,17 +303,14 @@ def register_keyed_rank(con, seed: int, name: str = "keyed_rank") -> str:
     Vectorised (one call per batch of rows).
     """
     import duckdb
-    import numpy as np
     import pyarrow as pa
-    from pandas.util import hash_array
 
-    from .curate import _hash_key
+    from .keyhash import hash_key, keyed_hashes
 
-    hash_key = _hash_key(seed)
+    hash_key(seed)  # a bad seed fails here, not in the first batch
 
     def rank(keys):  # no annotations: DuckDB evaluates them, and pyarrow is a local name
-        values = np.asarray(keys.to_pandas(), dtype=object)
-        return pa.array(hash_array(values, hash_key=hash_key, categorize=False), type=pa.uint64())
+        return pa.array(keyed_hashes(keys.to_pandas(), seed), type=pa.uint64())
 
     con.create_function(name, rank, [duckdb.sqltype("VARCHAR")], duckdb.sqltype("UBIGINT"),
                         type="arrow", null_handling="special", side_effects=False)

@@ -297,6 +297,7 @@ SCORE = "_filter_score"   # a baseline's per-sample score where finite (what ran
 RAW_SCORE = "_raw_score"  # the same with infinities kept (what its mean is taken of)
 GROUP = "_cluster"        # the partition column of the deduplication
 OK_ROW = "coalesce(status = 'ok', false)"
+HELDOUT = "heldout"  # the index's held-out flag (parrotscope.heldout): those rows are in no filter's pool
 
 
 def _k(alias: str = "") -> str:
@@ -337,7 +338,8 @@ def index_columns(types: Mapping[str, str], scorer: str) -> list[str]:
     if missing:
         raise FilterError(f"the index parts have no column(s) {missing}; filters.scorer must be one of the "
                           f"index's scorers")
-    needed = [*REQUIRED, s_raw, *SHARE_COLUMNS.values(), *(c.replace("{scorer}", scorer) for c in STAT_MEANS.values())]
+    needed = [*REQUIRED, s_raw, *SHARE_COLUMNS.values(), *(c.replace("{scorer}", scorer) for c in STAT_MEANS.values()),
+              HELDOUT]
     return [c for c in dict.fromkeys(needed) if c in types]
 
 
@@ -389,6 +391,14 @@ def pool_sources(con, index_paths: Sequence[str], scorer: str,
     return sources
 
 
+def heldout_count(con, index_paths: Sequence[str]) -> int:
+    """The index rows of the held-out split, which the pool leaves out (counted in the stats, so
+    that the index's rows = the pool's + the held-out)."""
+    if HELDOUT not in columns_of(con, index_paths):
+        return 0
+    return int(one_row(con, f"SELECT count(*) FROM {parquet_source(index_paths)} WHERE coalesce({HELDOUT}, false)")[0])
+
+
 def pool_view(con, index_paths: Sequence[str], scorer: str,
               joins: Sequence[tuple[Sequence[str], str, str, bool]] = (),
               sources: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -398,13 +408,16 @@ def pool_view(con, index_paths: Sequence[str], scorer: str,
     :func:`pool_sources` (one key partition of them). Returns the view's column types."""
     sources = sources or pool_sources(con, index_paths, scorer, joins)
     con.execute(f"CREATE OR REPLACE TEMP VIEW idx AS SELECT * FROM {sources['idx']}")
-    select, source = [f"i.{sql_name(c)}" for c in source_types(con, "idx")], "idx i"
+    idx_types = source_types(con, "idx")
+    select, source = [f"i.{sql_name(c)}" for c in idx_types if c != HELDOUT], "idx i"
     for n, (_, column, what, complete) in enumerate(joins):
         table = sources[f"t{n}"]
         _check_join(con, "idx", table, what, complete)
         select.append(f"t{n}.{sql_name(column)}")
         source += f" LEFT JOIN {table} t{n} ON {_k(f't{n}')} = {_k('i')}"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW pool AS SELECT {', '.join(select)} FROM {source}")
+    # The held-out split (index column `heldout`, Fig. 9) is in no filtered subset: not in the pool.
+    kept = f" WHERE NOT coalesce(i.{HELDOUT}, false)" if HELDOUT in idx_types else ""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW pool AS SELECT {', '.join(select)} FROM {source}{kept}")
     return source_types(con, "pool")
 
 
@@ -608,7 +621,7 @@ def select_fix(con, index_paths: Sequence[str], scorer: str, settings: FixSettin
                      "dedup_threshold": settings.dedup_threshold,
                      "dedup_order": "within each cluster: S(raw) descending, ties by key; keep-first"},
         "n_index": int(n_index), "n_ok": int(n_ok), "n_skipped": int(n_index - n_ok),
-        "removed": removed, "n_clusters_left": int(n_clusters),
+        "n_heldout": heldout_count(con, index_paths), "removed": removed, "n_clusters_left": int(n_clusters),
         "n_eligible": int(n_chosen), "n_selected": int(n_chosen), "size": int(n_chosen),
         **subset_summary(con, chosen, scorer),
     }
@@ -773,7 +786,8 @@ def select_baseline(con, method: str, index_paths: Sequence[str], scorer: str, s
         "subset": subset_name(method), "method": method, "scorer": scorer, "criterion": described,
         "fraction": fractions.get(method), "seed": int(seed), "median_score": median,
         "n_index": int(n_index), "n_ok": int(n_ok), "n_skipped": int(n_index - n_ok),
-        "n_scored": int(n_scored), "n_eligible": int(n_eligible), "size": int(size),
+        "n_heldout": heldout_count(con, index_paths), "n_scored": int(n_scored), "n_eligible": int(n_eligible),
+        "size": int(size),
         "n_selected": int(n_chosen), **how,
         # np.nanmean: NaN when every chosen score is undefined
         "mean_filter_score": (float(total) / n_defined if n_defined else math.nan) if n_chosen else None,

@@ -4,7 +4,8 @@ Joined by ``__key__`` from the per-part tables: ingest (caption, status, size), 
 words), match (CoTR exact and fuzzy, ground truth where the data has it) and, per scorer,
 ``S(raw)``, the scores after each text removal and the relative scores RSA and RSC. Scorer columns
 are prefixed with the scorer's name (``ref.s_raw``, ``ref.rsa``, ...). Skipped samples keep their
-row, status and reason, with empty measures.
+row, status and reason, with empty measures. Column ``heldout`` flags the held-out split
+(config ``heldout``), which no curated or filtered subset takes (:mod:`parrotscope.heldout`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .io import KEY, read_parquet, write_parquet
+from .keyhash import heldout_flags
 
 SAMPLE_COLUMNS = [KEY, "shard", "status", "error", "caption", "width", "height"]
 SPOT_COLUMNS = [KEY, "words", "n_words", "n_dropped"]
@@ -42,9 +44,10 @@ def part_index(samples: pd.DataFrame, spot: pd.DataFrame, match: pd.DataFrame,
 
 
 def run_index_part(part: str, samples: str, spot: str, match: str, scores: dict[str, str],
-                   out_path: str) -> int:
+                   out_path: str, heldout: dict | None = None) -> int:
     """Write one part's index (``results/{dataset}/index/{part}.parquet``); ``scores`` maps
-    scorer name -> that scorer's score table of the part. Returns the part's row count.
+    scorer name -> that scorer's score table of the part; ``heldout`` (``fraction``, ``seed``)
+    flags the held-out split in column ``heldout``. Returns the part's row count.
 
     The index of a dataset is its folder of parts: per-part jobs run in parallel on a cluster, and
     dataset-wide steps read the folder through :mod:`parrotscope.db` (never one concatenated
@@ -53,6 +56,8 @@ def run_index_part(part: str, samples: str, spot: str, match: str, scores: dict[
     frame = part_index(read_parquet(samples), read_parquet(spot), read_parquet(match),
                        {name: read_parquet(path) for name, path in scores.items()})
     frame.insert(1, "part", part)
+    heldout = heldout or {"fraction": 0.0, "seed": 0}
+    frame["heldout"] = heldout_flags(frame[KEY].to_numpy(), heldout["fraction"], heldout["seed"])
     write_parquet(frame, out_path)
     return len(frame)
 

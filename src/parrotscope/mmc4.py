@@ -172,13 +172,12 @@ def image_samples(doc: dict, doc_id: str, source: ImageSource) -> Iterator[tuple
         data = source.get(entry["image_name"])
         if data is None:
             why = f" ({source.missing})" if source.missing else ""
-            yield skip_sample(key, meta, IMAGE_FILE_MISSING, f"image {entry['image_name']!r} not in {source.path}{why}"), \
-                IMAGE_FILE_MISSING
+            error = f"image {entry['image_name']!r} not in {source.path}{why}"
+            yield skip_sample(key, meta, IMAGE_FILE_MISSING, error), IMAGE_FILE_MISSING
         elif not (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(sentences)
                   and isinstance(sentences[index], str)):
-            yield skip_sample(key, meta, TEXT_INDEX_OUT_OF_RANGE, f"matched_text_index {index!r} is not an index "
-                                                                   f"of text_list ({len(sentences)} sentences)"), \
-                TEXT_INDEX_OUT_OF_RANGE
+            error = f"matched_text_index {index!r} is not an index of text_list ({len(sentences)} sentences)"
+            yield skip_sample(key, meta, TEXT_INDEX_OUT_OF_RANGE, error), TEXT_INDEX_OUT_OF_RANGE
         else:
             yield {"__key__": key, image_member(entry["image_name"]): data, "txt": sentences[index],
                    "json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")}, ""
