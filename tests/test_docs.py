@@ -26,7 +26,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\S*)\s*$")
 # Checkout entries a command may need: the workflow, its profiles, and the environment.
 CHECKOUT = ("Snakefile", "rules", "scripts", "schemas", "envs", "report", "profiles", "slurm", "src", "setup.sh",
-            "tests", "bench", "requirements.txt", "pyproject.toml")
+            "tests", "bench", "configs", "requirements.txt", "pyproject.toml")
 BUILTINS = {"cd", "source", ".", "export", "set", "echo"}
 # Slurm's client programs: present where Slurm is (CI installs it for tests/test_slurm.py).
 SLURM_TOOLS = {"srun", "scontrol", "sbatch", "squeue", "sinfo", "sacct"}
