@@ -9,9 +9,9 @@ import pytest
 
 from conftest import image_bytes, write_tar
 from parrotscope.config import ConfigError, check_datasets
-from parrotscope.demo.documents import OTHER_SENTENCE, make_document, write_document_shard
+from parrotscope.demo.documents import OTHER_SENTENCE, make_document, write_document_shard, write_documents
 from parrotscope.ingest import ingest_part
-from parrotscope.mmc4 import MMC4Error, convert_part, doc_stem, write_documents
+from parrotscope.mmc4 import MMC4Error, convert_part, doc_stem
 from workflow import snakemake, tiny_config, write_config
 
 GOOD = image_bytes(size=(64, 48))

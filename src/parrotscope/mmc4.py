@@ -24,7 +24,6 @@ and documents in = read + skipped, are checked before the counts are written.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import logging
 import os
@@ -282,21 +281,3 @@ def convert_part(doc_files: list[str], images: str, out_tar: str, out_counts: st
              result["images_skipped"], result["images_skipped_by_reason"])
     write_json(result, out_counts)
     return result
-
-
-def write_documents(documents: list[dict], path: str) -> None:
-    """Documents as an MMC4 jsonl file (one JSON object a line), atomically."""
-    with atomic_path(path, suffix=".jsonl") as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for doc in documents:
-                fh.write(json.dumps(doc, ensure_ascii=False, sort_keys=True) + "\n")
-
-
-def write_image_tar(images: dict[str, bytes], path: str) -> None:
-    """Images as a tar of files named by ``image_name`` (an image shard of MMC4), atomically."""
-    with atomic_path(path, suffix=".tar") as tmp:
-        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data in images.items():
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = len(data), 0, 0o444
-                tar.addfile(info, io.BytesIO(data))

@@ -5,7 +5,7 @@ filler prose. As MMC4 assigns each image the sentence most similar to it, an ima
 caption with probability ``own_sentence_prob`` and another sentence of the document otherwise
 (a filler, or another image's caption). A document file is MMC4's jsonl (``text_list``, ``url``,
 ``image_info`` with ``image_name``, ``matched_text_index``, ``matched_sim``) and its images a tar
-of files named by ``image_name``, read by :mod:`parrotscope.mmc4` as the real corpus is.
+of files named by ``image_name``, read by :mod:`parrotscope.mmc4` as the real corpus is (:func:`write_documents`, :func:`write_image_tar`).
 
 Each ``image_info`` entry also carries ``truth``, the sample's ground truth as the pool's shards
 record it, for the sentence it was assigned: ``caption_kind`` is ``other_sentence`` when that is
@@ -15,11 +15,14 @@ not its own caption, and ``parrot_words`` are the rendered words that sentence c
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import tarfile
 from typing import Iterator
 
 import numpy as np
 
-from ..mmc4 import write_documents, write_image_tar
+from parrotscope.io import atomic_path
 from .captions import FILLER_SENTENCES, cotr
 from .config import demo_config
 from .fonts import check_fonts
@@ -105,3 +108,21 @@ def write_document_shard(cfg: dict, shard: int, out_docs: str, out_images: str) 
             "own_sentence": sum(t["caption_kind"] != OTHER_SENTENCE for t, _ in truths),
             "truth_mean_cotr_text": float(np.mean(cotrs)) if cotrs else 0.0,
             "truth_parrot_rate_text": float(np.mean([c > 0 for c in cotrs])) if cotrs else 0.0}
+
+
+def write_documents(documents: list[dict], path: str) -> None:
+    """Documents as an MMC4 jsonl file (one JSON object a line), atomically."""
+    with atomic_path(path, suffix=".jsonl") as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for doc in documents:
+                fh.write(json.dumps(doc, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def write_image_tar(images: dict[str, bytes], path: str) -> None:
+    """Images as a tar of files named by ``image_name`` (an image shard of MMC4), atomically."""
+    with atomic_path(path, suffix=".tar") as tmp:
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in images.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), 0, 0o444
+                tar.addfile(info, io.BytesIO(data))
