@@ -10,7 +10,8 @@ import webdataset as wds
 
 from conftest import image_bytes, write_tar
 from parrotscope.curate import select_subset
-from parrotscope.heldout import GROUPS, HeldoutError, extract_pairs, fig9_table, run_fig9, score_model, select_pairs
+from parrotscope.heldout import (GROUPS, HeldoutError, extract_pairs, fig9_table, group_means, run_fig9, score_model,
+                                 select_pairs)
 from parrotscope.inpainted import encode_png
 from parrotscope.io import KEY, write_parquet
 from parrotscope.keyhash import heldout_flags
@@ -122,17 +123,20 @@ def test_each_model_scores_every_pair_as_clip_scores_does(tmp_path, scorer):
     scores = score_model(spec, str(tmp_path / "pairs.parquet"), str(tmp_path / "raw.tar"),
                          str(tmp_path / "removed.tar"), 4, "cpu", 10**8)
     text = pairs[pairs["group"] == "with text"]
-    assert sorted(scores["group"].value_counts().items()) == sorted(
-        [("raw, with text", len(text)), ("raw, no text", len(pairs) - len(text)), ("text removed", len(text))])
+    assert scores[KEY].tolist() == pairs[KEY].tolist() and scores["s_raw"].notna().all()
+    assert scores["s_removed"].notna().tolist() == (pairs["group"] == "with text").tolist()
     one = pairs.iloc[0]
     color = (200, 30, 30) if one["group"] == "with text" else (30, 30, 200)
     decoded = np.asarray(Image.open(io.BytesIO(image_bytes(size=(40, 30), color=color))).convert("RGB"))
-    got = scores[(scores[KEY] == one[KEY]) & scores["group"].str.startswith("raw")]["s"].item()
+    got = scores.loc[scores[KEY] == one[KEY], "s_raw"].item()
     assert got == pytest.approx(float(clip_scores(scorer, [decoded], [one["caption"]])[0]), abs=1e-5)
     grey = np.full((30, 40, 3), 128, np.uint8)
     key = text.iloc[0]
-    removed_s = scores[(scores[KEY] == key[KEY]) & (scores["group"] == "text removed")]["s"].item()
+    removed_s = scores.loc[scores[KEY] == key[KEY], "s_removed"].item()
     assert removed_s == pytest.approx(float(clip_scores(scorer, [grey], [key["caption"]])[0]), abs=1e-5)
+    means = group_means(scores)
+    assert means["n"] == {GROUPS[0]: len(pairs) - len(text), GROUPS[1]: len(text), GROUPS[2]: len(text)}
+    assert means["mean_s"][GROUPS[2]] == pytest.approx(scores["s_removed"].mean())
 
 
 def test_fig9_averages_seeds_per_model_and_group(tmp_path):

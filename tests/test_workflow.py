@@ -205,6 +205,24 @@ def test_every_study_dataset_gets_its_tables_and_the_first_the_design_cards(tiny
     assert not (results / "demo_mix" / "table3.csv").exists()  # study_tables: Table 2 only
 
 
+def test_fig9_scores_every_curated_clip_on_pairs_no_subset_holds(tiny_run):
+    results = tiny_run / "results"
+    index = pd.read_parquet(results / "demo" / "index_text")
+    held = set(index.loc[index["heldout"], "__key__"])
+    assert held
+    for subset in ("random", "no_text", "text_only", "filter_fix", "filter_random"):
+        keys = set(pd.read_parquet(results / "demo" / "subsets" / subset / "keys.parquet")["__key__"])
+        assert not keys & held, subset
+        assert json.loads((results / "demo" / "subsets" / subset / "stats.json").read_text())["n_heldout"] > 0
+    pairs = pd.read_parquet(results / "demo" / "heldout" / "pairs.parquet")
+    assert set(pairs["__key__"]) <= held and set(pairs["group"]) == {"with text", "no text"}
+    fig9 = pd.read_csv(results / "fig9_heldout_scores.csv")
+    models = {f"{s} tiny-rn" for t in ("table3",) for s in tiny_config()["curate"]["tables"][t]}
+    assert models <= set(fig9["model"]) and fig9["mean S"].between(-1, 1).all()
+    assert (fig9.groupby("model")["group"].count() == 3).all()
+    assert (results / "figures" / "fig9_heldout_scores.png").stat().st_size > 5000
+
+
 def test_a_second_study_datasets_curation_table_trains_on_its_own_pool(tmp_path):
     """Planned only (no run): Table 3 of demo_mix selects from and trains on demo_mix; the old
     `study_dataset` key still names the study pool."""

@@ -129,24 +129,34 @@ def run_pairs(index_paths: Sequence[str], part_shards: Mapping[str, Sequence[str
 
 def score_model(spec: dict, pairs_path: str, raw_tar: str, removed_tar: str, batch_size: int, device: str,
                 max_pixels: int, precision: str = "auto") -> pd.DataFrame:
-    """One CLIP's S on the held-out pairs: ``(key, group, s)`` with one row per raw pair and one per
-    text-removed pair (group ``text removed``)."""
+    """One CLIP's S on the held-out pairs, one row per pair: ``(key, group, s_raw, s_removed)``,
+    ``s_removed`` the pair with its text removed (empty for a pair without text)."""
     from .feed import InpaintedPairs, ShardPairs
     from .score import load_scorer, score_table
 
     scorer = load_scorer(spec, device, precision)
     pairs = read_parquet(pairs_path)
     captions = dict(zip(pairs[KEY], pairs["caption"]))
+    with_text = set(pairs.loc[pairs["group"] == TEXT, KEY])
     raw = score_table(scorer, ShardPairs((raw_tar,), captions, max_pixels), batch_size)
-    raw = raw.merge(pairs[[KEY, "group"]], on=KEY, how="left", validate="one_to_one")
-    raw["group"] = "raw, " + raw["group"]
-    text = {k: c for k, c in captions.items() if k in set(pairs.loc[pairs["group"] == TEXT, KEY])}
-    removed = score_table(scorer, InpaintedPairs(removed_tar, text), batch_size).assign(group=GROUPS[2])
-    scores = pd.concat([raw, removed], ignore_index=True)[[KEY, "group", "s"]]
-    expected = len(pairs) + len(text)
-    if len(scores) != expected:
-        raise HeldoutError(f"{spec.get('name')}: {len(scores)} scores for {expected} held-out pairs")
+    removed = score_table(scorer, InpaintedPairs(removed_tar, {k: c for k, c in captions.items() if k in with_text}),
+                          batch_size)
+    scores = (pairs[[KEY, "group"]]
+              .merge(raw.rename(columns={"s": "s_raw"}), on=KEY, how="left", validate="one_to_one")
+              .merge(removed.rename(columns={"s": "s_removed"}), on=KEY, how="left", validate="one_to_one"))
+    unscored = scores["s_raw"].isna() | (scores[KEY].isin(with_text) & scores["s_removed"].isna())
+    if unscored.any() or len(raw) != len(pairs) or len(removed) != len(with_text):
+        raise HeldoutError(f"{spec.get('name')}: held-out pairs without their scores, e.g. "
+                           f"{scores.loc[unscored, KEY].head(3).tolist()}")
     return scores
+
+
+def group_means(scores: pd.DataFrame) -> dict:
+    """Mean S and pair count of each of Fig. 9's groups."""
+    text = scores["group"] == TEXT
+    groups = {GROUPS[0]: scores.loc[~text, "s_raw"], GROUPS[1]: scores.loc[text, "s_raw"],
+              GROUPS[2]: scores.loc[text, "s_removed"]}
+    return {"mean_s": {g: float(v.mean()) for g, v in groups.items()}, "n": {g: int(len(v)) for g, v in groups.items()}}
 
 
 def run_score(spec: dict, pairs_path: str, raw_tar: str, removed_tar: str, out_table: str, out_json: str,
@@ -156,9 +166,7 @@ def run_score(spec: dict, pairs_path: str, raw_tar: str, removed_tar: str, out_t
 
     set_torch_threads(threads)
     scores = score_model(spec, pairs_path, raw_tar, removed_tar, batch_size, device, max_pixels, precision)
-    summary = {"model": spec.get("name"),
-               "mean_s": {g: float(scores.loc[scores["group"] == g, "s"].mean()) for g in GROUPS},
-               "n": {g: int((scores["group"] == g).sum()) for g in GROUPS}}
+    summary = {"model": spec.get("name"), **group_means(scores)}
     write_parquet(scores, out_table)
     write_json(summary, out_json)
     return summary
