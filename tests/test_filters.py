@@ -814,8 +814,9 @@ def test_filter_settings_rerun_exactly_what_they_affect(filters_run):
     jobs = plan("ring", "filters:\n  tmars:\n    ring_px: 5\n")
     # The filters' materialise pass rereads both parts; only T-MARS's subset is resharded (the
     # others' pieces are rewritten unchanged and are ancient() inputs of their reduce).
+    # (results/table_filters.csv is the study dataset's table, copied by study_table.)
     assert jobs == {"filter_rescore": 2, "filter_baseline": 1, "materialise_map_filters": 2, "materialise_reduce": 1,
-                    "train": 1, "evaluate": 1, "evaluate_sync": 1, "table_filters": 1}
+                    "train": 1, "evaluate": 1, "evaluate_sync": 1, "table_filters": 1, "study_table": 1}
     # The fix's threshold: the fix and every baseline (their size follows it), no re-scoring.
     jobs = plan("threshold", "filters:\n  fix:\n    clip_threshold: -0.9\n    dedup_threshold: 1.0\n")
     assert jobs["filter_fix"] == 1 and jobs["filter_baseline"] == 4 and "filter_rescore" not in jobs

@@ -521,7 +521,7 @@ def test_editing_one_subsets_criteria_reruns_only_its_chain(table3_run, tmp_path
     edit.write_text(yaml.safe_dump({"curate": {"subsets": subsets}}))
     jobs = planned_jobs(work, "results/table3.csv", "--configfile", str(edit))
     assert jobs == {"curate_select": 1, "materialise_map_table3": 2, "materialise_reduce": 1, "train": 1,
-                    "evaluate": 1, "evaluate_sync": 1, "curation_table": 1}
+                    "evaluate": 1, "evaluate_sync": 1, "curation_table": 1, "study_table": 1}
     def others_outputs():
         return mtimes(work, "results/demo/subsets/[rt]*/shards/*") | mtimes(work, "results/models/demo/[rt]*/*/*/*.pt")
 
@@ -570,7 +570,7 @@ def test_editing_the_materialise_module_reruns_map_and_reduce_in_one_run(table3_
     jobs = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines()[3:]
             if len(line.split()) == 2 and line.split()[1].isdigit() and line.split()[0] != "total"}
     assert jobs == {"materialise_settings": 3, "materialise_map_table3": 2, "materialise_reduce": 3, "train": 3,
-                    "evaluate": 3, "evaluate_sync": 3, "curation_table": 1}
+                    "evaluate": 3, "evaluate_sync": 3, "curation_table": 1, "study_table": 1}
 
 
 def test_materialise_reads_a_truncated_source_shard_as_ingest_did(two_shards, tmp_path):
