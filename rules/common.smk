@@ -284,17 +284,6 @@ def train_counts(wildcards):
     return f"results/{wildcards.dataset}/subsets/{wildcards.subset}/shards/sizes.json"
 
 
-def part_shard_files_of(dataset):
-    """Every local shard of the dataset, as inputs (none when its shards are not tracked; in
-    `record` mode none that is missing on disk, as in part_shard_files)."""
-    if not tracks_shards(dataset):
-        return []
-    files = [s for s in dataset_shards(dataset) if is_local(s)]
-    if bad_shard_mode(dataset) == "record":
-        files = [s for s in files if os.path.exists(s)]
-    return files
-
-
 def scorer_spec(name):
     """The scorer config as parrotscope.score.load_scorer takes it; `trained_on` becomes the
     checkpoint of the reference CLIP this workflow trains on that dataset's pool."""
