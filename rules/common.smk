@@ -106,11 +106,9 @@ def mmc4_part_inputs(wildcards):
     dataset = wildcards.dataset
     if not (is_generated(dataset) or dataset_config(dataset)["track_shards"]):
         return []
-    docs = [s for s in source_parts(dataset)[wildcards.part] if is_local(s)]
+    docs = local_inputs(source_parts(dataset)[wildcards.part], source_mode(dataset))
     if is_generated(dataset):
         return docs + [mmc4_images(dataset).format(doc=Path(d).stem) for d in docs]
-    if source_mode(dataset) == "record":
-        docs = [s for s in docs if os.path.exists(s)]
     return docs
 
 
@@ -152,10 +150,14 @@ def part_shard_files(wildcards):
     Snakemake refusing the job); once it appears the input set changes and the part reruns."""
     if not tracks_shards(wildcards.dataset):
         return []
-    files = [s for s in part_shards(wildcards) if is_local(s)]
-    if bad_shard_mode(wildcards.dataset) == "record":
-        files = [s for s in files if os.path.exists(s)]
-    return files
+    return local_inputs(part_shards(wildcards), bad_shard_mode(wildcards.dataset))
+
+
+def local_inputs(files, mode):
+    """The local files among ``files``, as inputs; in `record` mode only those on disk (a missing
+    one is recorded by its job, not refused by Snakemake)."""
+    files = [s for s in files if is_local(s)]
+    return [s for s in files if os.path.exists(s)] if mode == "record" else files
 
 
 def per_part(pattern):

@@ -51,7 +51,7 @@ import pandas as pd
 
 from .db import Engine, columns_of, connect, one_row, parquet_source, query_df, register_keyed_rank, sql_name, sql_string
 from .io import KEY, write_json, write_parquet
-from .keyhash import hash_key, keyed_hashes
+from .keyhash import keyed_hashes
 
 log = logging.getLogger(__name__)
 
@@ -246,18 +246,13 @@ def eligible_sql(con, source: str, types: Mapping[str, str], conditions: Sequenc
 # --- selection ---------------------------------------------------------------------------------
 
 
-def _hash_key(seed: int) -> str:
-    try:
-        return hash_key(seed)
-    except ValueError as exc:
-        raise CurateError(str(exc)) from exc
-
-
 def sample_keys(keys: pd.Series, size: int, seed: int) -> np.ndarray:
     """Positions of ``size`` keys drawn uniformly without replacement: the lowest keyed hashes."""
     values = np.asarray(keys, dtype=object)
-    _hash_key(seed)
-    ranks = keyed_hashes(values, seed)
+    try:
+        ranks = keyed_hashes(values, seed)
+    except ValueError as exc:  # a seed out of range: a config mistake
+        raise CurateError(str(exc)) from exc
     order = np.lexsort((values, ranks))  # last key sorts first: by hash, ties by key
     return order[:size]
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from .db import Engine, columns_of, connect, parquet_source, query_df, register_keyed_rank, sql_name
 from .inpainted import iter_inpainted_encoded
 from .io import KEY, atomic_path, read_json, read_parquet, write_csv, write_json, write_parquet
-from .shards import FAIL, IMAGE_EXTS, iter_shard
+from .shards import ShardError, iter_encoded
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,10 @@ def select_pairs(index_paths: Sequence[str], max_per_group: int, seed: int, engi
     return pairs.rename(columns={"grp": "group"}).sort_values(KEY, kind="stable").reset_index(drop=True)
 
 
-def _image_member(files: Mapping[str, bytes]) -> tuple[str, bytes] | None:
-    for ext in IMAGE_EXTS:
-        if ext in files:
-            return ext, files[ext]
-    return None
-
-
 def extract_pairs(pairs: pd.DataFrame, part_shards: Mapping[str, Sequence[str]], removed_tars: Mapping[str, str],
                   out_raw: str, out_removed: str) -> dict:
-    """Copy the pairs' images from their parts' shards to ``out_raw`` (``KEY.<ext>`` as stored,
-    ``KEY.txt``) and the text-removed images of the pairs with text from their parts' inpainted
+    """Copy the pairs' images from their parts' shards to ``out_raw`` (``KEY.jpg``, the bytes as
+    stored, and ``KEY.txt``) and the text-removed images of the pairs with text from their parts' inpainted
     tars to ``out_removed`` (the inpaint stage's format); return the counts. Every pair must be
     found: an index and shards that disagree are an error."""
     wanted = {part: set(keys) for part, keys in pairs.groupby("part")[KEY]}
@@ -91,18 +84,19 @@ def extract_pairs(pairs: pd.DataFrame, part_shards: Mapping[str, Sequence[str]],
             raw, removed = wds.TarWriter(raw_fh, mtime=0.0), wds.TarWriter(removed_fh, mtime=0.0)
             try:
                 for part in tqdm(sorted(wanted), desc="held-out pairs", unit="part", file=sys.stderr, mininterval=10):
-                    for shard in part_shards[part]:
-                        for sample in iter_shard(shard, on_bad_shard=FAIL, only=wanted[part]):
-                            member = _image_member(sample.files) if sample.key in wanted[part] else None
-                            if member and sample.key not in found_raw:
-                                found_raw.add(sample.key)
-                                raw.write({KEY: sample.key, member[0]: member[1], "txt": captions[sample.key]})
+                    # The part's shards read as every stage after ingest reads them; a key not found raises.
+                    # Stored as `jpg` whatever the format: readers decode by content, as from any shard.
+                    for key, _, data in iter_encoded(part_shards[part], wanted[part]):
+                        found_raw.add(key)
+                        raw.write({KEY: key, "jpg": data, "txt": captions[key]})
                     keys = wanted[part] & with_text
                     for key, png, mask, meta in iter_inpainted_encoded(removed_tars[part]) if keys else ():
                         if key in keys:
                             found_removed.add(key)
                             removed.write({KEY: key, "png": png, "mask.png": mask,
                                            "json": json.dumps(meta).encode("utf-8")})
+            except ShardError as exc:
+                raise HeldoutError(f"held-out pairs not found in their parts' shards: {exc}") from exc
             finally:
                 raw.close()
                 removed.close()
