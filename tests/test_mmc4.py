@@ -139,6 +139,26 @@ def test_zipped_and_gzipped_documents_and_image_tars_read_alike(tmp_path):
     assert list(captions.values()) == [["second", "first"]] * 3
 
 
+def test_a_truncated_image_tar_keeps_the_images_before_the_cut_and_records_the_rest(tmp_path):
+    # The tar is indexed, and each image read from its place: a cut tar gives up only what it lost.
+    names = ["x.jpg", "y.jpg", "z.jpg"]
+    docs = [document("u", ["first", "second", "third"], [(n, i) for i, n in enumerate(names)])]
+    write_documents(docs, str(tmp_path / "d.jsonl"))
+    write_tar(tmp_path / "d.tar", [(n, GOOD) for n in names])
+    whole = (tmp_path / "d.tar").read_bytes()
+    (tmp_path / "d.tar").write_bytes(whole[:whole.index(GOOD, whole.index(GOOD) + 1) + len(GOOD) // 2])
+    counts = convert_part([str(tmp_path / "d.jsonl")], str(tmp_path / "{doc}.tar"), str(tmp_path / "p.tar"),
+                          str(tmp_path / "p.json"))
+    assert (counts["images_in"], counts["images_written"]) == (3, 1)
+    assert counts["images_skipped_by_reason"]["image_file_missing"] == 2
+    table, ingested = ingest_part([str(tmp_path / "p.tar")], 10**8)
+    assert (ingested["samples_in"], ingested["ok"]) == (3, 1)
+    assert table.loc[table["status"] == "ok", "caption"].tolist() == ["first"]
+    with pytest.raises(MMC4Error, match="image tar unreadable"):
+        convert_part([str(tmp_path / "d.jsonl")], str(tmp_path / "{doc}.tar"), str(tmp_path / "q.tar"),
+                     str(tmp_path / "q.json"), "fail")
+
+
 def test_an_mmc4_dataset_needs_its_images_and_only_mmc4_has_them():
     with pytest.raises(ConfigError, match="gives `images`"):
         check_datasets({"datasets": {"m": {"format": "mmc4", "shards": "/d/*.jsonl"}}})

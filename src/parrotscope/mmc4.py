@@ -100,18 +100,20 @@ def parse_document(line: bytes) -> tuple[dict | None, str, str]:
 
 
 class ImageSource:
-    """The images of one document file, by ``image_name``: a folder, or a tar read once.
+    """The images of one document file, by ``image_name``: a folder, or a tar indexed once.
 
     ``template`` is a folder or a ``.tar`` path; ``{doc}`` in it stands for the document file's
-    stem (:func:`doc_stem`), for images stored per document shard.
+    stem (:func:`doc_stem`), for images stored per document shard. A tar's members are indexed
+    (name -> where its bytes lie) and read one at a time, so a document shard's image tar (MMC4's
+    are hundreds of MB) is never held in memory whole.
     """
 
     def __init__(self, template: str, doc_path: str, on_bad_shard: str):
         self.path = template.replace(DOC_PLACEHOLDER, doc_stem(doc_path))
         self.missing = ""
-        self._members: dict[str, bytes] | None = None
+        self._members: dict[str, tuple[int, int]] | None = None
         if self.path.endswith(".tar"):
-            self._members = self._read_tar(on_bad_shard)
+            self._members = self._index_tar(on_bad_shard)
         elif not os.path.isdir(self.path):
             self._fail_or_record(on_bad_shard, "image folder not found")
 
@@ -120,23 +122,36 @@ class ImageSource:
             raise MMC4Error(f"{self.path}: {error}")
         self.missing = error
 
-    def _read_tar(self, on_bad_shard: str) -> dict[str, bytes]:
-        members: dict[str, bytes] = {}
+    def _index_tar(self, on_bad_shard: str) -> dict[str, tuple[int, int]]:
+        """(offset, size) of each regular member's bytes in the tar, by base name."""
+        members: dict[str, tuple[int, int]] = {}
         try:
             with tarfile.open(self.path) as tar:
                 for info in tar:
-                    if info.isfile():
-                        members[os.path.basename(info.name)] = tar.extractfile(info).read()
+                    # A sparse member's bytes are not stored in one run: not an image writers make.
+                    if info.isreg() and not info.issparse():
+                        members[os.path.basename(info.name)] = (info.offset_data, info.size)
         except (OSError, tarfile.TarError) as exc:
-            # A damaged tar keeps the members read before the damage (record mode).
+            # A damaged tar keeps the members indexed before the damage (record mode).
             self._fail_or_record(on_bad_shard, f"image tar unreadable: {exc}")
         return members
+
+    def _read_member(self, offset: int, size: int) -> bytes | None:
+        """A member's bytes; None when the tar ends before them (truncated)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+        except OSError:
+            return None
+        return data if len(data) == size else None
 
     def get(self, image_name: str) -> bytes | None:
         """The image's bytes, or None when the source does not have it."""
         name = os.path.basename(image_name)
         if self._members is not None:
-            return self._members.get(name)
+            where = self._members.get(name)
+            return self._read_member(*where) if where else None
         try:
             return Path(self.path, name).read_bytes()
         except OSError:
