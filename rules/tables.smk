@@ -57,7 +57,9 @@ rule curation_table:
     input:
         unpack(curation_table_inputs),
     output:
-        "results/{dataset}/{table}.csv",
+        table="results/{dataset}/{table}.csv",
+        # Each training seed's own rows, to check a claim seed by seed.
+        seeds="results/{dataset}/{table}_seeds.csv",
     params:
         subsets=lambda w: config["curate"]["tables"][w.table],
         archs=config["train"]["models"],

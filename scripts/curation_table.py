@@ -2,6 +2,6 @@ from parrotscope.smk import log_to_file
 from parrotscope.tables import run_curation_table
 
 with log_to_file(snakemake):
-    i, p = snakemake.input, snakemake.params
+    i, p, o = snakemake.input, snakemake.params, snakemake.output
     run_curation_table(p.subsets, p.archs, list(i.evals), list(i.syncs), list(i.stats), list(i.key_tables),
-                       snakemake.output[0], p.decimals, len(p.seeds))
+                       o.table, p.decimals, p.seeds, o.seeds)

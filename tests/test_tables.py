@@ -3,6 +3,7 @@ tables, Table 10 and the filters table."""
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -212,6 +213,30 @@ def test_curation_table_over_seeds_has_each_measure_beside_its_spread():
     assert (table["seeds"] == 2).all()
     one = build_curation_table(["random", "text_only"], ["tiny-rn"], evals[::2], syncs[::2], stats)
     assert "seeds" not in one.columns and not any(c.endswith("seed std") for c in one.columns)
+
+
+def test_curation_table_writes_each_seeds_rows_beside_the_means(tmp_path):
+    """The per-seed file holds each seed's own numbers, subsets in table order, seeds by their value."""
+    stats = [{"n_selected": 5, "n_eligible": 9}, {"n_selected": 5, "n_eligible": 7}]
+    evals = [_eval(0.2, 0.1, 0.15), _eval(0.4, 0.3, 0.35), _eval(0.5, 0.1, 0.3), _eval(0.7, 0.2, 0.3)]
+    syncs = [_sync(0.1, 0.01, 0.0, 0.1)] * 4
+    paths = {}
+    for kind, items in {"eval": evals, "sync": syncs, "stats": stats}.items():
+        paths[kind] = [str(tmp_path / f"{kind}{i}.json") for i in range(len(items))]
+        for path, item in zip(paths[kind], items):
+            Path(path).write_text(json.dumps(item))
+    keys = [str(tmp_path / "random.parquet"), str(tmp_path / "text_only.parquet")]
+    pd.DataFrame({"__key__": ["a", "b"]}).to_parquet(keys[0])
+    pd.DataFrame({"__key__": ["b", "c"]}).to_parquet(keys[1])
+    run_curation_table(["random", "text_only"], ["tiny-rn"], paths["eval"], paths["sync"], paths["stats"], keys,
+                       str(tmp_path / "t.csv"), 3, seeds=[3, 7], out_seeds_csv=str(tmp_path / "t_seeds.csv"))
+    rows = pd.read_csv(tmp_path / "t_seeds.csv")
+    assert rows[["subset", "seed"]].values.tolist() == [["random", 3], ["random", 7], ["text_only", 3], ["text_only", 7]]
+    assert rows["tiny-rn IN"].tolist() == [0.2, 0.4, 0.5, 0.7]
+    assert rows["shared with next"].iloc[0] == 0.5 and not any(c.endswith("seed std") for c in rows.columns)
+    means = pd.read_csv(tmp_path / "t.csv", index_col="subset")
+    assert means.loc["text_only", "tiny-rn IN"] == 0.6
+    assert means.loc["random", "shared with next"] == 0.5 and (means["seeds"] == 2).all()
 
 
 # --- Table 10 and the filters table ----------------------------------------------------------------

@@ -347,10 +347,10 @@ def measured_columns(table: pd.DataFrame, archs: Sequence[str]) -> list[str]:
     return [c for c in table.columns if any(c.startswith(f"{arch} ") for arch in archs)]
 
 
-def build_curation_table(subsets: list[str], archs: list[str], evals: list[dict], syncs: list[dict],
-                         stats: list[dict], n_seeds: int = 1) -> pd.DataFrame:
-    """Rows in ``subsets`` order; ``evals``/``syncs`` are subset-major over ``archs``, then over
-    the ``n_seeds`` training seeds; more than one seed: mean and std over seeds (:func:`over_seeds`)."""
+def curation_tables_by_seed(subsets: list[str], archs: list[str], evals: list[dict], syncs: list[dict],
+                            stats: list[dict], n_seeds: int = 1) -> list[pd.DataFrame]:
+    """The curation table once per training seed, rows in ``subsets`` order; ``evals``/``syncs``
+    are subset-major over ``archs``, then over the ``n_seeds`` training seeds."""
     tables = []
     for seed in range(n_seeds):
         own_evals, own_syncs = per_seed(evals, n_seeds, seed), per_seed(syncs, n_seeds, seed)
@@ -363,7 +363,24 @@ def build_curation_table(subsets: list[str], archs: list[str], evals: list[dict]
         if table["Avg. S(raw)"].isna().all():  # criteria on text only (Tables 3-4): no scores read
             table = table.drop(columns="Avg. S(raw)")
         tables.append(table)
+    return tables
+
+
+def build_curation_table(subsets: list[str], archs: list[str], evals: list[dict], syncs: list[dict],
+                         stats: list[dict], n_seeds: int = 1) -> pd.DataFrame:
+    """Rows in ``subsets`` order (:func:`curation_tables_by_seed`); more than one seed: mean and
+    std over seeds (:func:`over_seeds`)."""
+    tables = curation_tables_by_seed(subsets, archs, evals, syncs, stats, n_seeds)
     return over_seeds(tables, measured_columns(tables[0], archs))
+
+
+def seed_rows(tables: Sequence[pd.DataFrame], seeds: Sequence[int]) -> pd.DataFrame:
+    """One row per (subset, training seed), subsets in table order: each seed's own numbers, so
+    that a claim can be checked seed by seed rather than on the means alone."""
+    stacked = pd.concat(tables, keys=list(seeds), names=["seed"]).reset_index()
+    order = {subset: i for i, subset in enumerate(tables[0].index)}
+    stacked = stacked.sort_values("subset", key=lambda s: s.map(order), kind="stable")
+    return stacked.set_index(["subset", "seed"])
 
 
 #: Share of a row's subset also chosen for the next row. The paper's thresholds are nested
@@ -387,12 +404,17 @@ def neighbour_shares(key_paths: Sequence[str]) -> list[float]:
 
 def run_curation_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
                        stats_paths: list[str], key_paths: list[str], out_csv: str, decimals: int,
-                       n_seeds: int = 1) -> None:
-    """Tables 3-6 (:func:`build_curation_table`) with the share of each row's samples that the next
-    row's subset also holds, after the selection's own columns."""
-    table = _subset_table(build_curation_table, subsets, archs, eval_paths, sync_paths, stats_paths, n_seeds)
-    table.insert(table.columns.get_loc("eligible") + 1, SHARED_COLUMN, neighbour_shares(key_paths))
-    write_csv(table.round(decimals), out_csv)
+                       seeds: Sequence[int] = (0,), out_seeds_csv: str | None = None) -> None:
+    """Tables 3-6 (:func:`build_curation_table` over the training ``seeds``) with the share of each
+    row's samples that the next row's subset also holds, after the selection's own columns; and,
+    to ``out_seeds_csv``, each seed's own rows (:func:`seed_rows`)."""
+    tables = _subset_table(curation_tables_by_seed, subsets, archs, eval_paths, sync_paths, stats_paths, len(seeds))
+    shared = neighbour_shares(key_paths)
+    for table in tables:
+        table.insert(table.columns.get_loc("eligible") + 1, SHARED_COLUMN, shared)
+    write_csv(over_seeds(tables, measured_columns(tables[0], archs)).round(decimals), out_csv)
+    if out_seeds_csv:
+        write_csv(seed_rows(tables, seeds).round(decimals), out_seeds_csv)
 
 
 def _subset_table(build, subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
