@@ -166,7 +166,9 @@ rule table_filters:
         syncs=lambda w: filter_model_paths(w.dataset, filter_subsets(config), "sync.json"),
         stats=lambda w: [f"results/{w.dataset}/subsets/{s}/stats.json" for s in filter_subsets(config)],
     output:
-        "results/{dataset}/table_filters.csv",
+        table="results/{dataset}/table_filters.csv",
+        # Each training seed's own rows, to check a claim seed by seed.
+        seeds="results/{dataset}/table_filters_seeds.csv",
     params:
         subsets=filter_subsets(config),
         archs=config["train"]["models"],

@@ -1,7 +1,7 @@
-from parrotscope.tables import run_filters_table
 from parrotscope.smk import log_to_file
+from parrotscope.tables import run_filters_table
 
 with log_to_file(snakemake):
-    i, p = snakemake.input, snakemake.params
-    run_filters_table(p.subsets, p.archs, list(i.evals), list(i.syncs), list(i.stats), snakemake.output[0],
-                      p.decimals, len(p.seeds))
+    i, p, o = snakemake.input, snakemake.params, snakemake.output
+    run_filters_table(p.subsets, p.archs, list(i.evals), list(i.syncs), list(i.stats), o.table, p.decimals,
+                      p.seeds, o.seeds)

@@ -11,7 +11,7 @@ import pytest
 from parrotscope.db import connect
 from parrotscope.io import write_parquet
 from parrotscope.tables import (build_curation_table, build_filters_table, build_table1, build_table10, dataset_columns,
-                                format_table1, run_curation_table, table1_stats)
+                                format_table1, run_curation_table, run_filters_table, table1_stats)
 
 
 def match_frame():
@@ -153,6 +153,16 @@ def _sync(mean, std, gap, acc):
     return {"sync_score_mean": mean, "sync_score_std": std, "sync_gap_mean": gap, "word_accuracy": acc}
 
 
+def json_files(folder: Path, **kinds: list) -> dict[str, list[str]]:
+    """Each kind's items written as ``{kind}{i}.json`` under ``folder``: their paths, by kind."""
+    paths = {}
+    for kind, items in kinds.items():
+        paths[kind] = [str(folder / f"{kind}{i}.json") for i in range(len(items))]
+        for path, item in zip(paths[kind], items):
+            Path(path).write_text(json.dumps(item))
+    return paths
+
+
 def test_curation_table_from_fixed_evaluation_files(tmp_path):
     subsets, archs = ["no_text", "text_only"], ["tiny-rn", "tiny-vit"]
     evals = [_eval(0.8, 0.5, 0.65), _eval(0.7, 0.4, 0.55), _eval(0.3, 0.2, 0.25), _eval(None, 0.1, 0.1)]
@@ -160,13 +170,7 @@ def test_curation_table_from_fixed_evaluation_files(tmp_path):
              _sync(0.6, 0.2, 0.3, 0.45), _sync(0.5, 0.2, 0.2, 0.4)]
     stats = [{"n_selected": 100, "n_eligible": 900, "mean_s_raw": None},
              {"n_selected": 100, "n_eligible": 400, "mean_s_raw": None}]
-    paths = {}
-    for kind, items in {"eval": evals, "sync": syncs, "stats": stats}.items():
-        paths[kind] = []
-        for i, item in enumerate(items):
-            path = tmp_path / f"{kind}{i}.json"
-            path.write_text(json.dumps(item))
-            paths[kind].append(str(path))
+    paths = json_files(tmp_path, eval=evals, sync=syncs, stats=stats)
     # no_text's 4 keys: 3 also in text_only's subset (a key in no other row is ignored).
     keys = [tmp_path / "no_text.parquet", tmp_path / "text_only.parquet"]
     pd.DataFrame({"__key__": ["a", "b", "c", "d"]}).to_parquet(keys[0])
@@ -220,11 +224,7 @@ def test_curation_table_writes_each_seeds_rows_beside_the_means(tmp_path):
     stats = [{"n_selected": 5, "n_eligible": 9}, {"n_selected": 5, "n_eligible": 7}]
     evals = [_eval(0.2, 0.1, 0.15), _eval(0.4, 0.3, 0.35), _eval(0.5, 0.1, 0.3), _eval(0.7, 0.2, 0.3)]
     syncs = [_sync(0.1, 0.01, 0.0, 0.1)] * 4
-    paths = {}
-    for kind, items in {"eval": evals, "sync": syncs, "stats": stats}.items():
-        paths[kind] = [str(tmp_path / f"{kind}{i}.json") for i in range(len(items))]
-        for path, item in zip(paths[kind], items):
-            Path(path).write_text(json.dumps(item))
+    paths = json_files(tmp_path, eval=evals, sync=syncs, stats=stats)
     keys = [str(tmp_path / "random.parquet"), str(tmp_path / "text_only.parquet")]
     pd.DataFrame({"__key__": ["a", "b"]}).to_parquet(keys[0])
     pd.DataFrame({"__key__": ["b", "c"]}).to_parquet(keys[1])
@@ -275,7 +275,7 @@ def test_filters_table_adds_the_parrot_shares():
     assert table.loc["filter_fix", "tiny-rn IN"] == 0.5 and table.loc["filter_clip_score", "eligible"] == 3
 
 
-def test_table10_and_filters_table_over_seeds():
+def test_table10_and_filters_table_over_seeds(tmp_path):
     """Two seeds per model: Table 10 gets a `seed std` row under each measure, the filters table a
     `seed std` column beside each; the selection's own columns stay single."""
     evals = [_eval_empty_groups(0.5, 0.1), _eval_empty_groups(0.7, 0.3),   # filter_fix, seeds 0 and 1
@@ -296,6 +296,15 @@ def test_table10_and_filters_table_over_seeds():
     assert filters.loc["filter_fix", "tiny-rn IN"] == pytest.approx(0.6)
     assert filters.loc["filter_fix", "tiny-rn IN seed std"] == pytest.approx(0.1414, abs=1e-4)
     assert filters.loc["filter_clip_score", "share parrot"] == 0.5 and "share parrot seed std" not in filters
+    paths = json_files(tmp_path, eval=evals, sync=syncs, stats=stats)
+    run_filters_table(["filter_fix", "filter_clip_score"], ["tiny-rn"], paths["eval"], paths["sync"], paths["stats"],
+                      str(tmp_path / "f.csv"), 3, seeds=[0, 1], out_seeds_csv=str(tmp_path / "f_seeds.csv"))
+    rows = pd.read_csv(tmp_path / "f_seeds.csv")
+    assert rows[["filter", "subset", "seed"]].values.tolist() == [["fix", "filter_fix", 0], ["fix", "filter_fix", 1],
+                                                                 ["clip_score", "filter_clip_score", 0],
+                                                                 ["clip_score", "filter_clip_score", 1]]
+    assert rows["tiny-rn IN"].tolist() == [0.5, 0.7, 0.4, 0.4] and rows["share parrot"].tolist() == [0, 0, 0.5, 0.5]
+    assert pd.read_csv(tmp_path / "f.csv", index_col="subset").equals(filters.round(3))
 
 
 def test_side_by_side_keeps_each_datasets_rows_in_order_with_the_dataset_first():

@@ -491,22 +491,34 @@ def run_table10(subsets: list[str], archs: list[str], eval_paths: list[str], syn
     write_csv(table, out_csv)
 
 
+def with_filter_columns(table: pd.DataFrame, subsets: list[str], stats: list[dict]) -> pd.DataFrame:
+    """A curation table (per subset, or per subset and seed) with each subset's filter first and
+    the shares of text and parrot captions the filter left in it last."""
+    shares = pd.DataFrame.from_dict({s: st.get("shares", {}) for s, st in zip(subsets, stats)}, orient="index")
+    shares = shares.dropna(axis=1, how="all").astype(float)
+    shares.index.name = "subset"
+    table = table.join(shares, on="subset")
+    table.insert(0, "filter", [method_of(s) for s in table.index.get_level_values("subset")])
+    return table
+
+
 def build_filters_table(subsets: list[str], archs: list[str], evals: list[dict], syncs: list[dict],
                         stats: list[dict], n_seeds: int = 1) -> pd.DataFrame:
     """Tables 3-6's columns per filter subset (:func:`build_curation_table`, over seeds), plus the
     shares of text and parrot captions each filter left in its subset."""
-    table = build_curation_table(subsets, archs, evals, syncs, stats, n_seeds)
-    shares = pd.DataFrame.from_dict({s: st.get("shares", {}) for s, st in zip(subsets, stats)}, orient="index")
-    shares = shares.dropna(axis=1, how="all").astype(float)
-    table = table.join(shares)
-    table.insert(0, "filter", [method_of(s) for s in subsets])
-    return table
+    return with_filter_columns(build_curation_table(subsets, archs, evals, syncs, stats, n_seeds), subsets, stats)
 
 
 def run_filters_table(subsets: list[str], archs: list[str], eval_paths: list[str], sync_paths: list[str],
-                      stats_paths: list[str], out_csv: str, decimals: int, n_seeds: int = 1) -> None:
-    table = _subset_table(build_filters_table, subsets, archs, eval_paths, sync_paths, stats_paths, n_seeds)
-    write_csv(table.round(decimals), out_csv)
+                      stats_paths: list[str], out_csv: str, decimals: int, seeds: Sequence[int] = (0,),
+                      out_seeds_csv: str | None = None) -> None:
+    """The filters table over the training ``seeds``; to ``out_seeds_csv`` each seed's own rows."""
+    stats = [read_json(p) for p in stats_paths]
+    tables = _subset_table(curation_tables_by_seed, subsets, archs, eval_paths, sync_paths, stats_paths, len(seeds))
+    table = over_seeds(tables, measured_columns(tables[0], archs))
+    write_csv(with_filter_columns(table, subsets, stats).round(decimals), out_csv)
+    if out_seeds_csv:
+        write_csv(with_filter_columns(seed_rows(tables, seeds), subsets, stats).round(decimals), out_seeds_csv)
 
 
 # --- the CLIP4STR transfer table (stage `str`) ---
