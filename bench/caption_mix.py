@@ -12,7 +12,9 @@ Two measurements, printed as one section of docs/EXPERIMENTS.md:
   embedded default's demo_mix generator), e.g. ``v1='{n_shards: 6, caption_exact_prob: 0.05}'``.
 * ``--index NAME=DIR`` (any number): a run's per-part index of the pool (``results/demo_mix/index``):
   spotted CoTR, and RSA and RSC of ``--scorer`` at the paper's thresholds (0.1 steps) and at
-  ``--steps`` (the embedded default's 0.3).
+  ``--steps`` (the embedded default's 0.25).
+
+``--heading`` records a run under a section of its own, keeping the earlier sections.
 
     python bench/caption_mix.py --index final=RUN/results/demo_mix/index final='{}'
 """
@@ -82,7 +84,8 @@ def main(argv=None) -> None:
     parser.add_argument("--base", default="demo_mix", help="dataset of config.yaml whose generator variants modify")
     parser.add_argument("--index", action="append", default=[], help="NAME=DIR of a run's pool index")
     parser.add_argument("--scorer", default="ref")
-    parser.add_argument("--steps", type=float, default=0.3, help="the RSA/RSC threshold step besides 0.1")
+    parser.add_argument("--steps", type=float, default=0.25, help="the RSA/RSC threshold step besides 0.1")
+    parser.add_argument("--heading", default=HEADING, help="the docs section (a '## ...' line) to write")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/EXPERIMENTS.md")
     parser.add_argument("--no-write", action="store_true", help="print the section only")
     args = parser.parse_args(argv)
@@ -106,7 +109,7 @@ def main(argv=None) -> None:
                                  "< 0": row["< 0"], "thresholds": " / ".join(f"{t:g}" for t in thresholds),
                                  "images at or above": " / ".join(str(row[f">= {t:g}"]) for t in thresholds),
                                  "share to next": " / ".join(f"{row[f'share {t:g}']:.2f}" for t in thresholds[:-1])})
-    parts = [HEADING, "", f"`python bench/caption_mix.py {' '.join(sys.argv[1:] if argv is None else argv)}`", ""]
+    parts = [args.heading, "", f"`python bench/caption_mix.py {' '.join(sys.argv[1:] if argv is None else argv)}`", ""]
     if truth:
         parts += ["Ground-truth CoTR of the text images (generator only):", "", markdown(truth), ""]
     if spotted:
@@ -114,7 +117,7 @@ def main(argv=None) -> None:
     if relative:
         parts += [f"RSA and RSC of `{args.scorer}` at nested thresholds (0.1 steps: the paper's):", "",
                   markdown(relative), ""]
-    publish(HEADING, "\n".join(parts), args)
+    publish(args.heading, "\n".join(parts), args)
 
 
 if __name__ == "__main__":
