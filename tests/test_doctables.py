@@ -69,6 +69,15 @@ def test_missing_results_and_bad_markers_are_errors(checkout, capsys):
         regenerate('<!-- table results/t.csv columns="subset|n" -->\n<!-- /table -->', checkout)
 
 
+def test_a_block_can_show_some_rows_of_a_long_table(checkout):
+    (checkout / "results" / "t.csv").write_text("model,group,S\nb,raw,0.1\na,raw,0.2\nc,raw,0.3\na,removed,0.4\n")
+    text, _ = regenerate('<!-- table results/t.csv rows="a|c" columns="model|S" -->\n<!-- /table -->', checkout)
+    rows = [line.replace(" ", "") for line in text.splitlines()[3:]]
+    assert rows == ["|a|0.2|", "|c|0.3|", "|a|0.4|", "<!--/table-->"]
+    with pytest.raises(DocTableError, match=r"no row\(s\) \['d'\]"):
+        regenerate('<!-- table results/t.csv rows="a|d" -->\n<!-- /table -->', checkout)
+
+
 def test_skip_missing_rewrites_what_the_results_hold_and_keeps_the_rest(checkout, capsys):
     (checkout / "README.md").write_text(README + "\n<!-- table results/absent.csv -->\n| kept |\n<!-- /table -->\n"
                                         "<!-- figure results/absent.png docs/img/absent.png -->\n")

@@ -45,23 +45,27 @@ class DocTableError(ValueError):
 
 @dataclass(frozen=True)
 class TableSpec:
-    """What a table marker asks for: the CSV, and optionally a column selection and rounding."""
+    """What a table marker asks for: the CSV, and optionally a column selection, a row selection
+    (values of the first column, in the CSV's order) and rounding."""
 
     source: str
     columns: tuple[str, ...] = ()
     decimals: int | None = None
+    rows: tuple[str, ...] = ()
 
 
 def parse_spec(text: str) -> TableSpec:
-    """``results/x.csv [columns="a|b"] [decimals=N]`` from a table marker."""
+    """``results/x.csv [columns="a|b"] [rows="x|y"] [decimals=N]`` from a table marker."""
     words = shlex.split(text)
     options = dict(w.split("=", 1) for w in words[1:] if "=" in w)
-    unknown = set(options) - {"columns", "decimals"}
+    unknown = set(options) - {"columns", "rows", "decimals"}
     if not words or unknown or len(options) != len(words) - 1:
-        raise DocTableError(f"table marker {text!r}: expected a CSV path, then columns=\"a|b\" and/or decimals=N")
+        raise DocTableError(f"table marker {text!r}: expected a CSV path, then columns=\"a|b\", rows=\"x|y\" "
+                            "and/or decimals=N")
     columns = tuple(options["columns"].split("|")) if "columns" in options else ()
+    rows = tuple(options["rows"].split("|")) if "rows" in options else ()
     decimals = int(options["decimals"]) if "decimals" in options else None
-    return TableSpec(words[0], columns, decimals)
+    return TableSpec(words[0], columns, decimals, rows)
 
 
 def render_table(spec: TableSpec, root: Path) -> str:
@@ -70,6 +74,12 @@ def render_table(spec: TableSpec, root: Path) -> str:
     if not path.exists():
         raise FileNotFoundError(spec.source)
     table = pd.read_csv(path)
+    if spec.rows:
+        # Rows by their first column's value (a model, a subset), so a long table can be shown in part.
+        missing = sorted(set(spec.rows) - set(table.iloc[:, 0].astype(str)))
+        if missing:
+            raise DocTableError(f"{spec.source} has no row(s) {missing} in its first column {table.columns[0]!r}")
+        table = table[table.iloc[:, 0].astype(str).isin(spec.rows)]
     if spec.columns:
         missing = [c for c in spec.columns if c not in table.columns]
         if missing:
