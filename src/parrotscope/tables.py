@@ -370,7 +370,11 @@ def build_curation_table(subsets: list[str], archs: list[str], evals: list[dict]
                          stats: list[dict], n_seeds: int = 1) -> pd.DataFrame:
     """Rows in ``subsets`` order (:func:`curation_tables_by_seed`); more than one seed: mean and
     std over seeds (:func:`over_seeds`)."""
-    tables = curation_tables_by_seed(subsets, archs, evals, syncs, stats, n_seeds)
+    return seed_means(curation_tables_by_seed(subsets, archs, evals, syncs, stats, n_seeds), archs)
+
+
+def seed_means(tables: Sequence[pd.DataFrame], archs: Sequence[str]) -> pd.DataFrame:
+    """The per-seed curation tables as one: each CLIP's measure its mean over seeds (:func:`over_seeds`)."""
     return over_seeds(tables, measured_columns(tables[0], archs))
 
 
@@ -412,7 +416,7 @@ def run_curation_table(subsets: list[str], archs: list[str], eval_paths: list[st
     shared = neighbour_shares(key_paths)
     for table in tables:
         table.insert(table.columns.get_loc("eligible") + 1, SHARED_COLUMN, shared)
-    write_csv(over_seeds(tables, measured_columns(tables[0], archs)).round(decimals), out_csv)
+    write_csv(seed_means(tables, archs).round(decimals), out_csv)
     if out_seeds_csv:
         write_csv(seed_rows(tables, seeds).round(decimals), out_seeds_csv)
 
@@ -513,10 +517,11 @@ def run_filters_table(subsets: list[str], archs: list[str], eval_paths: list[str
                       stats_paths: list[str], out_csv: str, decimals: int, seeds: Sequence[int] = (0,),
                       out_seeds_csv: str | None = None) -> None:
     """The filters table over the training ``seeds``; to ``out_seeds_csv`` each seed's own rows."""
+    # The stats are read once: the rows and the filter columns both need them.
     stats = [read_json(p) for p in stats_paths]
-    tables = _subset_table(curation_tables_by_seed, subsets, archs, eval_paths, sync_paths, stats_paths, len(seeds))
-    table = over_seeds(tables, measured_columns(tables[0], archs))
-    write_csv(with_filter_columns(table, subsets, stats).round(decimals), out_csv)
+    tables = curation_tables_by_seed(subsets, archs, [read_json(p) for p in eval_paths],
+                                     [read_json(p) for p in sync_paths], stats, len(seeds))
+    write_csv(with_filter_columns(seed_means(tables, archs), subsets, stats).round(decimals), out_csv)
     if out_seeds_csv:
         write_csv(with_filter_columns(seed_rows(tables, seeds), subsets, stats).round(decimals), out_seeds_csv)
 
